@@ -1,0 +1,1 @@
+"""Campaign spec, grid planning, Ray Tune execution, the Parquet result store, the CLI."""

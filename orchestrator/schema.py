@@ -1,0 +1,137 @@
+"""The result store's schema: written down once, here, and versioned.
+
+Layout under the store root (a local path or any pyarrow filesystem URI)::
+
+    <root>/<table>/campaign=<name>/<file>.parquet      one file per write, never appended
+
+Tables ``trials``, ``metrics``, ``levels``, ``masks``. The per-row measurement columns of
+``metrics``/``levels``/``masks`` come from the trainers' record dataclasses, so a field
+added there is a column here; the key columns in front (``trial_id``, ``unit_id``) and
+the ``trials`` columns are declared below. ``campaign`` is the hive partition column: it
+is in the directory name, not in the files.
+
+Every file carries ``SCHEMA_VERSION`` in its Parquet key-value metadata under
+``METADATA_KEY``; readers skip files of another version with a warning. Bump the version
+on any change of columns or meaning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from trainers.records import EpochMetrics, LevelSummary, MaskLayerStats
+
+SCHEMA_VERSION = 1
+METADATA_KEY = b"lth_schema_version"
+PARTITION_COLUMN = "campaign"
+
+_ARROW_TYPES: dict[type, pa.DataType] = {
+    int: pa.int64(),
+    float: pa.float64(),
+    str: pa.string(),
+    bool: pa.bool_(),
+}
+
+
+def _arrow_type(hint: object) -> tuple[pa.DataType, bool]:
+    """(arrow type, nullable) of a dataclass field annotation."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        (inner,) = args
+        return _ARROW_TYPES[inner], True
+    return _ARROW_TYPES[hint], False
+
+
+def _fields_of(record_type: type) -> list[pa.Field]:
+    hints = typing.get_type_hints(record_type)
+    out = []
+    for f in dataclasses.fields(record_type):
+        typ, nullable = _arrow_type(hints[f.name])
+        out.append(pa.field(f.name, typ, nullable=nullable))
+    return out
+
+
+# Which trial / unit a measurement row belongs to. A row computed once by a shared unit
+# (the dense run, a mask trajectory) is written once per cell it serves, and unit_id
+# names the unit that computed it.
+_ROW_KEYS = [
+    pa.field("trial_id", pa.string(), nullable=False),
+    pa.field("unit_id", pa.string(), nullable=False),
+]
+
+# Axis columns of a cell. Every other swept setting is in axes_json; the full resolved
+# cell config in config_json.
+AXIS_COLUMNS: dict[str, pa.DataType] = {
+    "dataset": pa.string(),
+    "arch": pa.string(),
+    "lr": pa.float64(),
+    "schedule": pa.string(),
+    "reset": pa.string(),
+    "structure": pa.string(),
+    "seed": pa.int64(),
+}
+
+TRIAL_STATUSES = ("done", "failed", "diverged")
+
+TRIALS = pa.schema(
+    [pa.field("trial_id", pa.string(), nullable=False)]
+    + [pa.field(name, typ, nullable=False) for name, typ in AXIS_COLUMNS.items()]
+    + [
+        pa.field("axes_json", pa.string(), nullable=False),  # {axis: value} of every swept setting
+        pa.field("config_json", pa.string(), nullable=False),  # the cell's full resolved settings
+        pa.field("status", pa.string(), nullable=False),  # one of TRIAL_STATUSES
+        pa.field("reason", pa.string()),  # failure / divergence reason
+        pa.field("attempts", pa.int64(), nullable=False),  # max attempts over the cell's units
+        pa.field("host", pa.string()),  # host of the unit that finished the cell
+        pa.field("device", pa.string()),  # "cpu" | "cuda:0" | ...
+        pa.field("units_json", pa.string(), nullable=False),  # ids of the units that computed its rows
+        pa.field("started_at", pa.timestamp("us", tz="UTC")),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+        pa.field("seconds", pa.float64()),  # compute seconds of the cell's own units
+    ]
+)
+
+METRICS = pa.schema(_ROW_KEYS + _fields_of(EpochMetrics))
+LEVELS = pa.schema(_ROW_KEYS + _fields_of(LevelSummary))
+MASKS = pa.schema(_ROW_KEYS + _fields_of(MaskLayerStats))
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: pa.Schema
+    record_type: type | None  # trainers record the rows come from (None for trials)
+
+
+TABLES: dict[str, TableSpec] = {
+    "trials": TableSpec("trials", TRIALS, None),
+    "metrics": TableSpec("metrics", METRICS, EpochMetrics),
+    "levels": TableSpec("levels", LEVELS, LevelSummary),
+    "masks": TableSpec("masks", MASKS, MaskLayerStats),
+}
+
+RECORD_TABLE: dict[type, str] = {
+    EpochMetrics: "metrics",
+    LevelSummary: "levels",
+    MaskLayerStats: "masks",
+}
+
+
+def with_version(schema: pa.Schema) -> pa.Schema:
+    """The schema with the version stamp every written file carries."""
+    return schema.with_metadata({METADATA_KEY: str(SCHEMA_VERSION).encode()})
+
+
+def file_version(metadata: dict[bytes, bytes] | None) -> int | None:
+    """Schema version recorded in a Parquet file's key-value metadata, or None."""
+    if not metadata or METADATA_KEY not in metadata:
+        return None
+    try:
+        return int(metadata[METADATA_KEY])
+    except ValueError:
+        return None

@@ -1,0 +1,71 @@
+"""Typed rows that leave the trainers through a callback.
+
+The trainers never write files: every measurement is one of these frozen dataclasses,
+handed to an ``on_record`` callable supplied by the caller (the orchestrator turns them
+into Parquet rows, tests collect them in a list). The orchestrator's store schema
+(``orchestrator/schema.py``) has one table per record type with these fields as columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# Reset name used for the dense (unpruned) training, level 0.
+DENSE = "dense"
+
+
+@dataclass(frozen=True, slots=True)
+class EpochMetrics:
+    """Loss and accuracy of one split after one epoch of one training run."""
+
+    level: int  # 0 = dense training, k = k-th pruning level
+    reset: str  # "dense" at level 0, else the reset mode name ("rewind", "rewind@500", ...)
+    density: float  # fraction of prunable weights kept (1.0 at level 0)
+    epoch: int  # 1-based; epoch 0 = evaluation before training
+    iteration: int  # optimizer steps done when measured
+    split: str  # "train" | "val" | "test"
+    loss: float
+    accuracy: float
+    lr: float  # learning rate in force at the end of the epoch
+
+
+@dataclass(frozen=True, slots=True)
+class LevelSummary:
+    """One finished training run: one (level, reset) of a trajectory, or the dense run."""
+
+    level: int
+    reset: str
+    density: float
+    status: str  # "done" | "diverged"
+    final_test_accuracy: float
+    best_test_accuracy: float  # max over epochs: the number the Rethinking code reports
+    best_test_epoch: int
+    val_selected_test_accuracy: float | None  # test acc at the best-val-accuracy epoch; None if no val split
+    early_stop_iteration: int  # iteration of minimum validation (else test) loss: LTH's "learning speed"
+    final_train_loss: float
+    epochs: int
+    iterations: int
+    seconds: float
+    reason: str | None = None  # why a run diverged (first non-finite loss), else None
+
+
+@dataclass(frozen=True, slots=True)
+class MaskLayerStats:
+    """Mask statistics of one prunable tensor (or BN layer) at one pruning level."""
+
+    level: int
+    layer: str  # parameter name, e.g. "features.0.weight", or a BN module name
+    kind: str  # "weight" | "bn"
+    params: int
+    kept: int
+    density: float
+    jaccard_prev: float | None  # overlap with the previous level's mask (None at level 1)
+    travel_kept: float | None  # mean |theta_final - theta_init| of kept weights
+    travel_pruned: float | None  # same for pruned weights (None when nothing is pruned)
+    bn_negative_bias_fraction: float | None  # BN layers only (Tian et al.)
+    sign_agreement_kept: float | None  # fraction of kept weights with sign(init) == sign(final)
+
+
+Record = EpochMetrics | LevelSummary | MaskLayerStats
+RecordCallback = Callable[[Record], None]
