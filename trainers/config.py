@@ -50,6 +50,9 @@ class PruneConfig:
     layer_rates: dict[str, float] = field(default_factory=dict)  # per-layer rate overrides by name
     exclude: tuple[str, ...] = ()  # parameter names never pruned
     finetune_lr: float | None = None  # "finetune" reset lr; None = training lr / 10
+    # Reset whose trained weights give the next level's mask in iterative pruning; the other
+    # resets of the trajectory retrain on the same masks (reinit reuses rewind's, as in the papers).
+    mask_driver: str = "rewind"
 
 
 @dataclass(frozen=True)
