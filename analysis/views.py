@@ -1,0 +1,108 @@
+"""DuckDB views over the result store.
+
+``connect(store)`` returns an in-memory DuckDB connection with one view per store table
+(``trials``, ``metrics``, ``levels``, ``masks``; columns from ``orchestrator.schema`` plus the
+hive partition column ``campaign``) and convenience views joining each cell's axes onto the
+measurement rows (``cell_levels``, ``cell_metrics``, ``cell_masks``).
+
+How it stays read-only and robust: the store is scanned first (``Store.scan``), so only
+files with a readable footer and the current schema version are read (the others are named
+in one warning); the valid files are handed to DuckDB as ``pyarrow.dataset`` objects (which
+read local and object-store paths alike, prune ``campaign`` partitions and push filters and
+projections down), and then DuckDB's own file access is switched off
+(``enable_external_access=false``) and the configuration locked. DuckDB itself can then
+neither read nor write any file: COPY, EXPORT, ATTACH, INSTALL/LOAD and file-writing
+functions fail with a permission error. (Handing DuckDB the file list through
+``allowed_paths`` instead would let ``COPY ... TO '<store file>' (USE_TMP_FILE false)``
+overwrite a store file, so we do not.)
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from orchestrator import schema
+from orchestrator.store import Store
+
+BASE_VIEWS = tuple(schema.TABLES)
+# Axis columns copied from ``trials`` onto measurement rows. ``reset`` is renamed
+# ``trial_reset``: a measurement row carries the reset that produced it (e.g. "dense" at
+# level 0), which differs from the cell's reset when a shared unit serves several cells.
+_JOIN_AXES = [c for c in schema.AXIS_COLUMNS if c != "reset"]
+CELL_VIEWS = {"cell_levels": "levels", "cell_metrics": "metrics", "cell_masks": "masks"}
+
+
+def open_store(store: Store | str | os.PathLike | None) -> Store:
+    """A ``Store`` from a Store, a path/URI, or None (``$LTH_STORE`` or ``./lth-store``)."""
+    if isinstance(store, Store):
+        return store
+    if store is None:
+        store = os.environ.get("LTH_STORE", "lth-store")
+    return Store(store)
+
+
+def table_schema(table: str) -> pa.Schema:
+    """Columns of the view ``table``: the store schema plus the ``campaign`` partition column."""
+    return schema.TABLES[table].schema.append(pa.field(schema.PARTITION_COLUMN, pa.string()))
+
+
+def table_dataset(store: Store, table: str, campaign: str | None = None, *, warn: bool = True) -> ds.Dataset:
+    """A pyarrow dataset over the valid files of ``table`` (bad files skipped with a warning)."""
+    found = store.scan(table, campaign)
+    if warn:
+        found.warn()
+    partitioning = ds.partitioning(pa.schema([(schema.PARTITION_COLUMN, pa.string())]), flavor="hive")
+    return ds.dataset(
+        found.files,
+        schema=table_schema(table),
+        format="parquet",
+        filesystem=store.fs,
+        partitioning=partitioning,
+        partition_base_dir=posixpath.join(store.root, table),
+    )
+
+
+def _cell_view_sql(view: str, table: str) -> str:
+    measured = [f.name for f in schema.TABLES[table].schema if f.name != "trial_id"]
+    axes = ", ".join(f"t.{c}" for c in _JOIN_AXES)
+    cols = ", ".join(f"m.{c}" for c in measured)
+    return (
+        f"CREATE VIEW {view} AS SELECT m.campaign, m.trial_id, {axes}, t.reset AS trial_reset, "
+        f"t.status AS trial_status, t.axes_json, {cols} "
+        f"FROM {table} m JOIN trials t ON t.campaign = m.campaign AND t.trial_id = m.trial_id"
+    )
+
+
+def connect(
+    store: Store | str | os.PathLike | None = None, *, campaign: str | None = None, warn: bool = True
+) -> duckdb.DuckDBPyConnection:
+    """Read-only DuckDB connection with the store's views (see the module docstring).
+
+    ``campaign`` restricts every view to one campaign (others are not even scanned).
+    Querying: ``con.sql("SELECT ... FROM cell_levels").df()``.
+    """
+    store = open_store(store)
+    con = duckdb.connect(":memory:")
+    for table in BASE_VIEWS:
+        con.register(f"_lth_{table}", table_dataset(store, table, campaign, warn=warn))
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM _lth_{table}")
+    for view, table in CELL_VIEWS.items():
+        con.execute(_cell_view_sql(view, table))
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def describe_views(con: duckdb.DuckDBPyConnection) -> str:
+    """One line per view: its name and columns (shown with SQL errors)."""
+    names = list(BASE_VIEWS) + list(CELL_VIEWS)
+    lines = []
+    for name in names:
+        cols = [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()]
+        lines.append(f"  {name}({', '.join(cols)})")
+    return "\n".join(lines)
