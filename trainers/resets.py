@@ -47,8 +47,9 @@ class ResetSpec:
 
 @dataclass(frozen=True)
 class ResetStart:
-    """Where retraining starts: weights (unmasked), the iteration the schedule resumes at, and an
-    lr that replaces the schedule with a constant (None = the configured schedule)."""
+    """Where retraining starts: weights (unmasked), the iteration the schedule resumes at, and a
+    constant lr that replaces the configured schedule (None = the configured schedule; the
+    trajectory then trains with ``schedule="constant"``, no warm-up, at this lr)."""
 
     weights: Weights
     start_iteration: int = 0
