@@ -1,0 +1,155 @@
+"""``lth``: run, validate and inspect campaigns (``lth sql`` / ``lth report`` come from analysis)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+
+import click
+
+from orchestrator.spec import Campaign, SpecError, canonical_json, check_store_writable, load_campaign
+
+DEFAULT_STORE = "./lth-store"
+store_option = click.option(
+    "--store",
+    envvar="LTH_STORE",
+    default=DEFAULT_STORE,
+    show_default=True,
+    help="Result store: a local directory or a pyarrow filesystem URI (s3://...). Env: LTH_STORE.",
+)
+
+
+@click.group()
+def main() -> None:
+    """lth-sweep: pruning / lottery-ticket sweeps on Ray Tune with a Parquet result store."""
+
+
+def _load(path: str) -> Campaign:
+    try:
+        return load_campaign(path)
+    except SpecError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@main.command()
+@click.argument("campaign", type=click.Path(dir_okay=False))
+def validate(campaign: str) -> None:
+    """Validate CAMPAIGN.yaml and print what it would run vs a naive grid."""
+    from orchestrator.plan import make_plan
+
+    c = _load(campaign)
+    plan = make_plan(c)
+    click.echo(f"campaign {c.name}: valid")
+    for line in plan.summary().lines():
+        click.echo(f"  {line}")
+
+
+def _spec_paths(name: str) -> tuple[str, str, str]:
+    base = f"_campaigns/{name}"
+    return f"{base}/spec.yaml", f"{base}/spec.json", f"{base}/plan.json"
+
+
+def register_campaign(store, campaign: Campaign, plan) -> None:
+    """Store the submitted spec and plan; refuse a different spec under an existing name."""
+    spec_yaml, spec_json, plan_json = _spec_paths(campaign.name)
+    canonical = json.loads(canonical_json(campaign.spec.model_dump()))
+    stored = store.get_json(spec_json)
+    if stored is not None and stored != canonical:
+        raise click.ClickException(
+            f"campaign {campaign.name!r} already exists in {store.uri} with a different spec; "
+            "rerun with the same spec to resume it, or give this one a new name"
+        )
+    if stored is None:
+        store.put_text(spec_yaml, campaign.text)
+        store.put_json(plan_json, plan.to_json())
+        store.put_json(spec_json, canonical)  # last: its presence means the campaign is registered
+
+
+@main.command()
+@click.argument("campaign", type=click.Path(dir_okay=False))
+@store_option
+@click.option("--address", default=None, help="Ray cluster to run on: 'auto' or HOST:PORT (default: embedded local Ray).")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="At most this many trials at once.")
+def run(campaign: str, store: str, address: str | None, max_concurrent: int | None) -> None:
+    """Run (or resume) CAMPAIGN.yaml: only units not finished in the store are trained."""
+    from orchestrator.plan import make_plan
+    from orchestrator.store import Store
+
+    c = _load(campaign)
+    try:
+        check_store_writable(store)
+    except SpecError as e:
+        raise click.ClickException(str(e)) from None
+    plan = make_plan(c)
+    st = Store(store)
+    register_campaign(st, c, plan)
+    click.echo(f"campaign {c.name} -> {st.uri}: " + "; ".join(plan.summary().lines()), err=True)
+    from orchestrator.execution import run_plan
+
+    summary = run_plan(c, plan, st, address=address, max_concurrent=max_concurrent)
+    click.echo(summary.line())
+    if summary.cells.get("failed"):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("campaign", required=False)
+@store_option
+def status(campaign: str | None, store: str) -> None:
+    """Done / running / failed / diverged / pending per campaign, read from the store (no Ray)."""
+    from orchestrator.store import Store
+
+    if "://" not in store and not os.path.isdir(store):
+        raise click.ClickException(f"store {store!r}: no such directory")
+    st = Store(store)
+    names = [campaign] if campaign else _campaign_names(st)
+    if not names:
+        click.echo(f"no campaigns in {st.uri}")
+    for name in names:
+        plan = st.get_json(_spec_paths(name)[2])
+        if plan is None:
+            raise click.ClickException(f"campaign {name!r}: not in store {st.uri}")
+        units = Counter()
+        for uid in plan["units"]:
+            m = st.get_json(f"_units/campaign={name}/{uid}.json") or {}
+            units[m.get("status", "pending")] += 1
+        cells = Counter(_trial_statuses(st, name))
+        cells["pending"] = len(plan["cells"]) - sum(cells.values())
+        fmt = lambda c, keys: ", ".join(f"{k} {c.get(k, 0)}" for k in keys)  # noqa: E731
+        click.echo(f"{name}: cells {fmt(cells, ('done', 'failed', 'diverged', 'pending'))} "
+                   f"| units {fmt(units, ('done', 'running', 'failed', 'diverged', 'pending'))}")
+    for table in ("trials", "metrics", "levels", "masks"):
+        for bad in st.scan(table, campaign).bad:
+            click.echo(f"bad file {bad.path}: {bad.reason}")
+
+
+def _campaign_names(st) -> list[str]:
+    names = set(st.campaigns())
+    for p in st.list("_campaigns"):
+        parts = p.split("/")
+        if len(parts) >= 2:
+            names.add(parts[1])
+    return sorted(names)
+
+
+def _trial_statuses(st, name: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    out = []
+    for f in st.scan("trials", name).files:
+        with st.fs.open_input_file(f) as fh:
+            out += pq.read_table(fh, columns=["status"]).column("status").to_pylist()
+    return out
+
+
+def _add_analysis_commands() -> None:
+    from analysis import cli as analysis_cli
+
+    for cmd in analysis_cli.COMMANDS:
+        main.add_command(cmd)
+
+
+if os.path.exists(os.path.join(os.path.dirname(__file__), os.pardir, "analysis", "cli.py")):
+    _add_analysis_commands()
