@@ -14,7 +14,7 @@ import pandas as pd
 
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$",
 }
 
 
@@ -62,7 +62,7 @@ def latex_table(
     for i in range(len(df)):
         cells = []
         for j in range(len(df.columns)):
-            text = latex_escape(_cell(df.iat[i, j])).replace("±", r"$\pm$")
+            text = latex_escape(_cell(df.iat[i, j]))
             if bold is not None and text and bool(bold.iat[i, j]):
                 text = rf"\textbf{{{text}}}"
             cells.append(text)

@@ -1,0 +1,170 @@
+"""``lth report``: one campaign's rewind-vs-reinit verdicts, tables and figures in a directory.
+
+Writes ``report.md`` (embedding the tables and figures) plus ``verdicts.{md,tex,csv}``,
+``accuracy.{md,tex,csv}``, ``comparison.csv`` (every level, every metric) and the figures as
+``.png`` and ``.pdf``. ``generic_comparison`` backs ``lth compare`` (any axis).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import plots, rethinking_lr
+from analysis.rethinking_lr import METRICS, SETTING_KEYS
+from analysis.tables import csv_table, latex_table, markdown_table, mean_std_table
+from analysis.views import connect, open_store
+from orchestrator.store import Store
+
+
+class ReportError(ValueError):
+    """The campaign cannot be reported (absent, or no level rows)."""
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    verdicts: pd.DataFrame  # display frame printed to the terminal
+    problems: list[str]
+    files: list[Path] = field(default_factory=list)
+
+
+def _display_keys(df: pd.DataFrame) -> list[str]:
+    """Setting keys worth showing: drop campaign (one per report) and constant-empty extra axes."""
+    keys = [k for k in SETTING_KEYS if k != "campaign"]
+    if "extra" in df and not df["extra"].astype(bool).any():
+        keys.remove("extra")
+    return keys
+
+
+def _verdict_table(results: dict[str, rethinking_lr.RethinkingResult], keys: list[str]) -> pd.DataFrame:
+    best = results["best"].verdicts
+    table = best[keys].copy()
+    table["levels"] = best["testable"].astype(str) + "/" + best["levels"].astype(str)
+    table["gain (pts)"] = (100 * best["mean_gain"]).round(2)
+    for metric, res in results.items():
+        table[f"verdict ({metric})"] = res.verdicts["verdict"].to_numpy()
+    table["reason (best)"] = best["reason"]
+    return table
+
+
+def build_report(
+    store: Store | str | os.PathLike | None,
+    campaign: str,
+    out_dir: str | os.PathLike,
+    *,
+    margin: float = rethinking_lr.DEFAULT_MARGIN,
+    treatment: str = rethinking_lr.TREATMENT,
+    control: str = rethinking_lr.CONTROL,
+) -> Report:
+    """Analyse ``campaign`` and write the report files into ``out_dir`` (created)."""
+    store = open_store(store)
+    con = connect(store, campaign=campaign)
+    runs = rethinking_lr.load_runs(con, campaign)
+    if runs.empty:
+        raise ReportError(
+            f"campaign {campaign!r} has no level rows in store {store.uri} "
+            f"(campaigns there: {store.campaigns() or 'none'})"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for metric in METRICS:
+        if runs[METRICS[metric]].notna().any():
+            results[metric] = rethinking_lr.analyse(con, campaign, metric=metric, treatment=treatment,
+                                                    control=control, margin=margin, runs=runs)
+    best = results["best"]
+    keys = _display_keys(runs)
+    files: list[Path] = []
+
+    def write(name: str, text: str) -> None:
+        path = out / name
+        path.write_text(text)
+        files.append(path)
+
+    verdicts = _verdict_table(results, keys)
+    write("verdicts.md", markdown_table(verdicts))
+    write("verdicts.tex", latex_table(verdicts, caption=f"Does the winning ticket ({treatment}) beat {control}? "
+                                       f"Campaign {campaign}.", label="tab:lth-verdicts"))
+    write("verdicts.csv", csv_table(verdicts))
+
+    summary = best.summary[best.summary["level"] > 0].copy()
+    summary["weights %"] = (100 * summary["density"]).round(2)
+    acc = mean_std_table(summary, [*keys, "weights %"], "reset")
+    acc.display = acc.display.sort_values([*keys, "weights %"], ascending=[True] * len(keys) + [False])
+    acc.bold = acc.bold.loc[acc.display.index]
+    acc.display, acc.bold = acc.display.reset_index(drop=True), acc.bold.reset_index(drop=True)
+    write("accuracy.md", acc.markdown())
+    write("accuracy.tex", acc.latex(caption=f"Best test accuracy (%) over epochs, mean ± std over seeds. "
+                                             f"Campaign {campaign}.", label="tab:lth-accuracy"))
+    write("accuracy.csv", acc.csv())
+    comparison = pd.concat([r.comparison.assign(metric=m) for m, r in results.items()], ignore_index=True)
+    write("comparison.csv", csv_table(comparison))
+
+    figures = []
+    for (dataset, arch), sub in best.summary.groupby(["dataset", "arch"], sort=True):
+        base = out / f"accuracy_{dataset}_{arch}"
+        files += plots.accuracy_vs_density(sub, base, title=f"{dataset}, {arch}")
+        figures.append((f"Accuracy vs weights remaining: {dataset}, {arch}", base.with_suffix(".png").name))
+    masks = con.execute(
+        "SELECT structure, schedule, lr, level, layer, avg(density) AS density, avg(travel_kept) AS travel_kept, "
+        "avg(travel_pruned) AS travel_pruned FROM cell_masks WHERE campaign = $c AND kind = 'weight' "
+        "GROUP BY ALL", {"c": campaign}).df()
+    if not masks.empty:
+        dens = masks.groupby(["structure", "schedule", "level", "layer"], as_index=False)["density"].mean()
+        files += plots.layer_density(dens, out / "layer_density")
+        figures.append(("Per-layer density per level", "layer_density.png"))
+        travel = masks.groupby(["structure", "lr", "level"], as_index=False)[["travel_kept", "travel_pruned"]].mean()
+        if travel["travel_pruned"].notna().any():
+            files += plots.weight_travel(travel, out / "weight_travel")
+            figures.append(("Weight travel of kept vs pruned weights", "weight_travel.png"))
+
+    md = [f"# Campaign `{campaign}`: winning ticket ({treatment}) vs {control}", ""]
+    if best.problems:
+        md += ["**What this store cannot show:**", ""] + [f"- {p}" for p in best.problems] + [""]
+    md += ["## Verdicts", "", markdown_table(verdicts),
+           f"Rule: per level, the paired (by seed) difference {treatment} − {control} of the accuracy metric has a "
+           f"95% t-interval; a level is *better* if it lies above 0, *not better* if its upper end is below "
+           f"{margin:g} (a gain of {100 * margin:g} accuracy points or more is ruled out), else unclear; levels "
+           "with fewer than two seed pairs are not testable. Verdict: yes if a strict majority of testable levels "
+           "is better, no if a strict majority is not better, otherwise (or with no testable level) inconclusive. "
+           "`best` = best test accuracy over epochs (the Rethinking protocol), `final` = last epoch, "
+           "`val` = test accuracy at the best-validation epoch.", "",
+           "## Accuracy (best over epochs, %, mean ± std over seeds; best per row in bold)", "", acc.markdown()]
+    md += ["## Figures", ""] + [f"![{cap}]({name})\n" for cap, name in figures]
+    md += ["Per-level comparisons of every metric (means, CIs, paired differences, p-values): `comparison.csv`.", ""]
+    write("report.md", "\n".join(md))
+    return Report(out_dir=out, verdicts=verdicts, problems=best.problems, files=files)
+
+
+def generic_comparison(
+    store: Store | str | os.PathLike | None,
+    campaign: str,
+    axis: str,
+    treatment: str | None = None,
+    control: str | None = None,
+    *,
+    metric: str = "best",
+    margin: float = rethinking_lr.DEFAULT_MARGIN,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Paired comparison of two values of any axis (e.g. schedule iterative vs oneshot) within the
+    other axes; returns (per-level comparison, verdicts with the same rule as the report)."""
+    con = connect(store, campaign=campaign)
+    runs = rethinking_lr.load_runs(con, campaign)
+    runs = runs[runs["level"] > 0]
+    if axis not in runs.columns or axis == "seed":
+        raise ValueError(f"axis {axis!r}: expected one of {[k for k in rethinking_lr.RUN_KEYS if k != 'seed']}")
+    values = sorted(runs[axis].astype(str).unique())
+    if treatment is None or control is None:
+        if len(values) != 2:
+            raise ValueError(f"axis {axis!r} has values {values}: pass --treatment and --control")
+        treatment, control = values
+    for v in (treatment, control):
+        if str(v) not in values:
+            raise ValueError(f"axis {axis!r} has no value {v!r} in campaign {campaign!r} (values: {values})")
+    comparison = rethinking_lr.compare(runs, axis, treatment, control, metric)
+    group_keys = [k for k in comparison.columns if k in rethinking_lr.RUN_KEYS and k != "level"]
+    return comparison, rethinking_lr.verdicts(comparison, margin, group_keys)
