@@ -158,13 +158,18 @@ def generic_comparison(
     if axis not in runs.columns or axis == "seed":
         raise ValueError(f"axis {axis!r}: expected one of {[k for k in rethinking_lr.RUN_KEYS if k != 'seed']}")
     values = sorted(runs[axis].astype(str).unique())
+    for v in (treatment, control):
+        if v is not None and str(v) not in values:
+            raise ValueError(f"axis {axis!r} has no value {v!r} in campaign {campaign!r} (values: {values})")
     if treatment is None or control is None:
         if len(values) != 2:
             raise ValueError(f"axis {axis!r} has values {values}: pass --treatment and --control")
-        treatment, control = values
-    for v in (treatment, control):
-        if str(v) not in values:
-            raise ValueError(f"axis {axis!r} has no value {v!r} in campaign {campaign!r} (values: {values})")
+        if treatment is None and control is None:
+            treatment, control = values
+        elif treatment is None:
+            treatment = next(v for v in values if v != str(control))
+        else:
+            control = next(v for v in values if v != str(treatment))
     comparison = rethinking_lr.compare(runs, axis, treatment, control, metric)
     group_keys = [k for k in comparison.columns if k in rethinking_lr.RUN_KEYS and k != "level"]
     return comparison, rethinking_lr.verdicts(comparison, margin, group_keys)
