@@ -9,6 +9,7 @@ truth for resume: a rerun schedules only units without a finished marker.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -57,6 +58,14 @@ def _trainable(config: dict, *, units: dict[str, Unit], store_uri: str, campaign
     tune.report({"unit_id": unit.unit_id, "status": marker["status"], "seconds": marker.get("seconds", 0.0)})
 
 
+def _quiet() -> None:
+    """Our progress line replaces Tune's tables: the legacy output engine honours verbose=0
+    (the new one still prints a configuration box), and Tune's INFO logs are not needed."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    for name in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def connect(address: str | None, num_cpus: int | None = None) -> bool:
     """Start (or attach to) Ray. Returns True if this call started it (caller shuts it down).
 
@@ -99,6 +108,7 @@ def run_plan(
     t0 = time.perf_counter()
     spec = campaign.spec
     res = spec.resources
+    _quiet()
     started = connect(address)
     summary = RunSummary(campaign=plan.campaign)
     try:
@@ -147,7 +157,9 @@ def _run_stage(plan: Plan, stage: str, todo: list[Unit], store: Store, progress:
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space={"unit_id": tune.grid_search([u.unit_id for u in todo])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None),
+        # reuse_actors: a unit is seconds of work; starting a fresh actor (and torch import) per
+        # trial would cost as much as the unit itself.
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, reuse_actors=True),
         run_config=tune.RunConfig(
             storage_path=storage,
             name=name,
