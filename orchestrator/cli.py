@@ -126,12 +126,7 @@ def status(campaign: str | None, store: str) -> None:
 
 
 def _campaign_names(st) -> list[str]:
-    names = set(st.campaigns())
-    for p in st.list("_campaigns"):
-        parts = p.split("/")
-        if len(parts) >= 2:
-            names.add(parts[1])
-    return sorted(names)
+    return st.campaigns()
 
 
 def _trial_statuses(st, name: str) -> list[str]:
@@ -144,12 +139,8 @@ def _trial_statuses(st, name: str) -> list[str]:
     return out
 
 
-def _add_analysis_commands() -> None:
-    from analysis import cli as analysis_cli
+# `lth sql`, `lth report`, `lth compare` live with the analysis code.
+from analysis.cli import COMMANDS as _ANALYSIS_COMMANDS  # noqa: E402 - after main is defined
 
-    for cmd in analysis_cli.COMMANDS:
-        main.add_command(cmd)
-
-
-if os.path.exists(os.path.join(os.path.dirname(__file__), os.pardir, "analysis", "cli.py")):
-    _add_analysis_commands()
+for _cmd in _ANALYSIS_COMMANDS:
+    main.add_command(_cmd)
