@@ -133,34 +133,39 @@ def compare(
         raise ValueError(f"axis {axis!r}: expected one of {[k for k in RUN_KEYS if k != 'seed']}")
     col = METRICS[metric]
     keys = [k for k in RUN_KEYS if k not in (axis, "seed")]
-    df = runs.copy()
+    df = runs[[*keys, "seed", axis, "density", "status", col]].copy()
     df["_side"] = df[axis].astype(str)
     df = df[df["_side"].isin([str(treatment), str(control)])]
-    usable = df[(df["status"] == "done") & df[col].notna()]
+    df["_ok"] = (df["status"] == "done") & df[col].notna()
     rows = []
+    # Plain numpy per group: pandas indexing inside a loop over thousands of groups is the slow part.
     for key, group in df.groupby(keys, dropna=False, sort=True):
-        ok = usable.loc[usable.index.intersection(group.index)]
-        t = ok[ok["_side"] == str(treatment)].set_index("seed")[col]
-        c = ok[ok["_side"] == str(control)].set_index("seed")[col]
+        side, ok = group["_side"].to_numpy(), group["_ok"].to_numpy()
+        seeds, values = group["seed"].to_numpy(), group[col].to_numpy(dtype=float)
+        by_side = {}
+        for name, value in (("treatment", str(treatment)), ("control", str(control))):
+            sel = ok & (side == value)
+            by_side[name] = dict(zip(seeds[sel].tolist(), values[sel].tolist()))
         row = dict(zip(keys, key))
         row["density"] = float(group["density"].mean())
-        for side, values in (("treatment", t), ("control", c)):
-            m, s, lo, hi = mean_ci(values.to_numpy())
-            row.update({f"n_{side}": len(values), f"mean_{side}": m, f"std_{side}": s,
-                        f"ci_low_{side}": lo, f"ci_high_{side}": hi})
-        seeds = t.index.intersection(c.index)
-        diffs = (t.loc[seeds] - c.loc[seeds]).to_numpy()
+        for name, vals in by_side.items():
+            m, s, lo, hi = mean_ci(np.fromiter(vals.values(), float, len(vals)))
+            row.update({f"n_{name}": len(vals), f"mean_{name}": m, f"std_{name}": s,
+                        f"ci_low_{name}": lo, f"ci_high_{name}": hi})
+        t, c = by_side["treatment"], by_side["control"]
+        paired = sorted(set(t) & set(c))
+        diffs = np.array([t[k] - c[k] for k in paired], dtype=float)
         m, s, lo, hi = mean_ci(diffs)
-        row.update(n_pairs=len(seeds), diff_mean=m, diff_std=s, diff_ci_low=lo, diff_ci_high=hi,
+        row.update(n_pairs=len(paired), diff_mean=m, diff_std=s, diff_ci_low=lo, diff_ci_high=hi,
                    p_value=paired_p_value(diffs))
         notes = []
-        if len(t) == 0:
+        if not t:
             notes.append(f"no {axis}={treatment} runs")
-        if len(c) == 0:
+        if not c:
             notes.append(f"no {axis}={control} runs")
-        if len(t) and len(c) and len(seeds) < 2:
-            notes.append(f"{len(seeds)} seed pair(s): no CI")
-        skipped = len(group) - len(ok)
+        if t and c and len(paired) < 2:
+            notes.append(f"{len(paired)} seed pair(s): no CI")
+        skipped = int((~ok).sum())
         if skipped:
             notes.append(f"{skipped} run(s) not done/missing {metric}")
         row["note"] = "; ".join(notes)
@@ -216,13 +221,14 @@ def summarise(runs: pd.DataFrame, metric: str = "best") -> pd.DataFrame:
     """Mean, std, 95% CI and n over seeds per (setting, level, reset): the data of tables and plots."""
     col = METRICS[metric]
     ok = runs[(runs["status"] == "done") & runs[col].notna()]
-    rows = []
-    for key, group in ok.groupby([*SETTING_KEYS, "level", "reset"], dropna=False, sort=True):
-        m, s, lo, hi = mean_ci(group[col].to_numpy())
-        rows.append({**dict(zip([*SETTING_KEYS, "level", "reset"], key)), "density": float(group["density"].mean()),
-                     "n": len(group), "mean": m, "std": s, "ci_low": lo, "ci_high": hi})
-    return pd.DataFrame(rows, columns=[*SETTING_KEYS, "level", "reset", "density", "n", "mean", "std",
-                                       "ci_low", "ci_high"])
+    keys = [*SETTING_KEYS, "level", "reset"]
+    agg = ok.groupby(keys, dropna=False, sort=True).agg(
+        density=("density", "mean"), n=(col, "size"), mean=(col, "mean"), std=(col, "std")).reset_index()
+    n = agg["n"].to_numpy()
+    tcrit = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)), np.nan)
+    half = tcrit * agg["std"].to_numpy() / np.sqrt(n)
+    agg["ci_low"], agg["ci_high"] = agg["mean"] - half, agg["mean"] + half
+    return agg[[*keys, "density", "n", "mean", "std", "ci_low", "ci_high"]]
 
 
 @dataclass
