@@ -25,8 +25,16 @@ class Progress:
         self.stage = next(iter(totals), "")
         self.started = time.monotonic()
         self._stage_started = self.started
-        self.stream = stream or sys.stderr
+        self._stream = stream
         self._live = self.stream.isatty()
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stderr  # looked up late: click's test runner swaps sys.stderr
+
+    def __getstate__(self) -> dict:
+        # Tune pickles callbacks with its experiment state; a stream is not picklable.
+        return {k: v for k, v in self.__dict__.items() if k != "_stream"} | {"_stream": None}
 
     def begin_stage(self, stage: str, already_done: int) -> None:
         self.stage = stage
