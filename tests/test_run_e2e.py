@@ -53,7 +53,7 @@ def finished(local_ray, tmp_path_factory):
 
 def count(store, table: str, where: str = "") -> int:
     q = f"select count(*) from read_parquet('{store}/{table}/*/*.parquet', hive_partitioning=true) {where}"
-    return duckdb.sql(q).fetchone()[0]
+    return duckdb.sql(q).fetchall()[0][0]
 
 
 def test_rows_match_the_plan(finished):
@@ -85,13 +85,13 @@ def test_rows_match_the_plan(finished):
     # metrics: each training of each cell has as many rows as the dense run has (epoch, split) pairs
     per_training = duckdb.sql(
         f"select count(distinct (epoch, split)) from read_parquet('{store}/metrics/*/*.parquet') where level = 0"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     assert per_training >= 2
     assert count(store, "metrics") == served * per_training
     dupes = duckdb.sql(
         f"""select count(*) from (select trial_id, level, reset, epoch, split, count(*) n
             from read_parquet('{store}/metrics/*/*.parquet') group by all having n > 1)"""
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     assert dupes == 0
 
     # masks: one row per prunable layer per level per cell of the trajectory
