@@ -44,7 +44,9 @@ class ConvNet(PrunableModel):
         self.bns = nn.ModuleList(bn(s.channels) for s in specs) if batch_norm else None
         self.global_pool = global_pool
         with torch.no_grad():  # infer the flattened width (per-channel spatial size) by a dry run
+            self.eval()  # (BatchNorm in train mode rejects a 1x1 batch of one)
             feat = self.features(torch.zeros(1, *input_shape))
+            self.train()
         if feat.shape[-1] == 0:
             raise ValueError(f"ConvNet: input_shape {input_shape} is too small for {len(specs)} conv layers")
         self.spatial = 1 if global_pool else math.prod(feat.shape[2:])
