@@ -37,6 +37,12 @@ def sql(query: str, store: str, fmt: str) -> None:
               help="Smallest accuracy gain (fraction) that matters for a 'no' verdict.")
 def report(campaign: str, store: str, out_dir: str | None, margin: float) -> None:
     """Write the rewind-vs-reinit report of CAMPAIGN (Markdown, LaTeX, CSV, PNG, PDF); print the verdicts."""
+    write_and_print_report(store, campaign, out_dir, margin)
+
+
+def write_and_print_report(store, campaign: str, out_dir: str | None,
+                           margin: float = rethinking_lr.DEFAULT_MARGIN) -> None:
+    """Build the report of ``campaign`` (default dir reports/<campaign>) and print its verdict table."""
     try:
         result = build_report(store, campaign, out_dir or f"reports/{campaign}", margin=margin)
     except ReportError as e:

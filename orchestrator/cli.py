@@ -72,7 +72,9 @@ def register_campaign(store, campaign: Campaign, plan) -> None:
 @store_option
 @click.option("--address", default=None, help="Ray cluster to run on: 'auto' or HOST:PORT (default: embedded local Ray).")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="At most this many trials at once.")
-def run(campaign: str, store: str, address: str | None, max_concurrent: int | None) -> None:
+@click.option("--report/--no-report", default=True, show_default=True,
+              help="After the run, write reports/<campaign>/ and print the rewind-vs-reinit verdict table.")
+def run(campaign: str, store: str, address: str | None, max_concurrent: int | None, report: bool) -> None:
     """Run (or resume) CAMPAIGN.yaml: only units not finished in the store are trained."""
     from orchestrator.plan import make_plan
     from orchestrator.store import Store
@@ -90,6 +92,10 @@ def run(campaign: str, store: str, address: str | None, max_concurrent: int | No
 
     summary = run_plan(c, plan, st, address=address, max_concurrent=max_concurrent)
     click.echo(summary.line())
+    if report and summary.cells.get("done"):
+        from analysis.cli import write_and_print_report
+
+        write_and_print_report(st, c.name, None)
     if summary.cells.get("failed"):
         sys.exit(1)
 
