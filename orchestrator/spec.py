@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainers.config import DataConfig, ModelConfig, PruneConfig, RunSetup, TrainConfig
 
@@ -63,9 +63,14 @@ class _Strict(BaseModel):
 
 class DataSpec(_Strict):
     dataset: str
-    root: str | None = None
+    root: str | None = None  # ~ and $VARS are expanded, so campaign files can say ${CIFAR10_ROOT}
     val_size: int = Field(0, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("root")
+    @classmethod
+    def _expand_root(cls, v: str | None) -> str | None:
+        return None if v is None else os.path.expandvars(os.path.expanduser(v))
 
 
 class ModelSpec(_Strict):
