@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model-options", default="{}", help="JSON dict of model options")
     p.add_argument("--optimizer", default="adam", choices=["sgd", "adam"])
     p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--schedule", default="cosine", choices=["constant", "step", "cosine"])
