@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import ray
 from ray import tune
 
+from orchestrator import faults
 from orchestrator.plan import STAGES, Plan, Unit
 from orchestrator.progress import Progress, ProgressCallback
 from orchestrator.spec import Campaign
@@ -121,6 +122,7 @@ def run_plan(
         if "://" not in storage:
             os.makedirs(storage, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
+        faults.kill_point("before_first_trial")  # test hook, orchestrator/faults.py
         for stage in STAGES:
             todo, skipped, blocked = _pending(store, plan.campaign, plan.stage(stage))
             counts = {"ran": len(todo), "skipped": skipped, "failed": 0, "blocked": len(blocked)}
@@ -130,6 +132,7 @@ def run_plan(
                 counts["failed"] = _run_stage(plan, stage, todo, store, progress, storage, f"{plan.campaign}-{stage}-{stamp}",
                                               max_concurrent, campaign)
             write_trials(store, plan)  # cells finish as early as their last unit does
+            faults.kill_point(f"after_stage:{stage}")
         progress.close()
         for u in plan.units.values():
             m = read_marker(store, plan.campaign, u.unit_id) or {}

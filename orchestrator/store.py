@@ -41,10 +41,11 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator import schema
+from orchestrator import faults, schema
 from trainers.records import Record
 
 TMP_PREFIX = ".tmp-"
+TMP_SUFFIX = ".part"
 PARQUET_SUFFIX = ".parquet"
 # Campaign names and file keys become path components: keep them to a portable alphabet.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+=-]*$")
@@ -249,9 +250,15 @@ class Store:
             with self.fs.open_output_stream(final) as out:
                 out.write(data)
             return
-        tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(final)}")
+        # The temporary name never ends in .parquet: a glob over `*.parquet` (DuckDB, pyarrow)
+        # must not pick up half a file left by a killed writer.
+        tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(final)}{TMP_SUFFIX}")
         try:
             with self.fs.open_output_stream(tmp) as out:
+                if faults.kill_in_write(path):  # test hook (orchestrator/faults.py): die mid-write
+                    out.write(data[: len(data) // 2])
+                    out.flush()
+                    faults.die()
                 out.write(data)
             self.fs.move(tmp, final)
         except BaseException:

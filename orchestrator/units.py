@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -81,6 +82,7 @@ def run_unit(store: Store, campaign: str, unit: Unit, *, node: str | None = None
         "seconds": float(old.get("seconds", 0.0)),  # compute seconds, summed over attempts
         "reason": None,
         "threads": torch.get_num_threads(),
+        "pid": os.getpid(),  # the process running the unit (fault-injection tests kill it)
     }
     store.put_json(path, marker)
     t0 = time.perf_counter()

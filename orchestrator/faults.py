@@ -1,0 +1,38 @@
+"""Test-only fault injection: make the ``lth run`` driver SIGKILL itself at a chosen point.
+
+``LTH_TEST_KILL_AT=<point>`` (used by tests/test_faults.py and scripts/chaos.py); the driver
+dies with a real SIGKILL (no cleanup, no ``finally``) the first time it reaches ``<point>``:
+
+* ``before_first_trial`` -- Ray is up, the campaign registered, no trial started yet;
+* ``after_stage:<stage>`` -- ``<stage>`` (dense | trajectory | branch) finished and its
+  trials rows are written, the next stage not started;
+* ``store_write:<text>`` -- half-way through writing a store file whose root-relative path
+  contains ``<text>`` (half the bytes are in the temporary file, the rename never happens).
+
+The variable is removed from the environment when this module is imported (the store
+imports it, before Ray starts), so an embedded Ray and its workers never inherit it: only
+the driver dies. Unset, every hook is a string comparison and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_KILL_AT = os.environ.pop("LTH_TEST_KILL_AT", None)
+
+
+def die() -> None:
+    """SIGKILL this process now."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_point(point: str) -> None:
+    """Die here if ``LTH_TEST_KILL_AT`` names ``point``."""
+    if _KILL_AT == point:
+        die()
+
+
+def kill_in_write(path: str) -> bool:
+    """True if the write of ``path`` should be interrupted (the caller writes half, then ``die()``)."""
+    return _KILL_AT is not None and _KILL_AT.startswith("store_write:") and _KILL_AT[len("store_write:"):] in path
