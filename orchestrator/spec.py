@@ -463,7 +463,11 @@ def _check_cell(s: CellSettings, config: dict, where: dict[str, str]) -> list[st
             out.append(f"{_src(where, path)}: {e}")
             continue
         if r.k is not None and ds in DATASETS:
-            budget = _budget_iterations(s)
+            try:
+                budget = _budget_iterations(s)
+            except (OSError, ValueError) as e:  # e.g. a data.root without the dataset's files
+                out.append(f"{_src(where, 'data.root')}: cannot load dataset {ds!r} to size the budget: {e}")
+                continue
             if r.k >= budget:
                 out.append(
                     f"{_src(where, path)}: {name} rewinds to iteration {r.k}, beyond the training budget "
