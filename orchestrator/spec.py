@@ -479,6 +479,13 @@ def _check_cell(s: CellSettings, config: dict, where: dict[str, str]) -> list[st
             out.append(f"{_src(where, 'data.root')}: dataset {ds!r} needs data.root (a local directory; nothing downloads)")
         elif not Path(root).expanduser().is_dir():
             out.append(f"{_src(where, 'data.root')}: directory {root!r} for dataset {ds!r} does not exist")
+        else:
+            from trainers.datasets import missing_files
+
+            folder, missing = missing_files(ds, root)
+            if missing:
+                out.append(f"{_src(where, 'data.root')}: {folder} lacks {missing}, expected the {ds} files there "
+                           "(nothing downloads)")
     return out
 
 
@@ -489,9 +496,11 @@ def _budget_iterations(s: CellSettings) -> int:
     """Optimizer steps of one training run (only called for rewind@k, so data loads rarely)."""
     if s.train.iterations is not None:
         return s.train.iterations
-    from trainers.datasets import DATASETS
+    from trainers.datasets import DATASETS, OFFICIAL_TRAIN_SIZES
 
     key = canonical_json(s.data.model_dump())
+    if s.data.dataset in OFFICIAL_TRAIN_SIZES:
+        _TRAIN_SIZES[key] = OFFICIAL_TRAIN_SIZES[s.data.dataset] - s.data.val_size
     if key not in _TRAIN_SIZES:
         cfg = DataConfig(**s.data.model_dump())
         _TRAIN_SIZES[key] = int(DATASETS[s.data.dataset](cfg).y_train.shape[0]) - s.data.val_size

@@ -287,6 +287,20 @@ def _need_root(cfg: DataConfig, name: str) -> Path:
 
 
 _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_CIFAR_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+                "batches.meta")
+
+
+# Official training-set sizes, so a campaign's budget in iterations is known without reading files.
+OFFICIAL_TRAIN_SIZES = {"mnist": 60000, "cifar10": 50000}
+_REQUIRED_FILES = {"mnist": ("MNIST/raw", _MNIST_FILES), "cifar10": ("cifar-10-batches-py", _CIFAR_FILES)}
+
+
+def missing_files(name: str, root: str) -> tuple[Path, list[str]]:
+    """(folder, files it lacks) for a dataset read from a local root; cheap (no loading)."""
+    sub, files = _REQUIRED_FILES[name]
+    folder = Path(root) / sub
+    return folder, [f for f in files if not (folder / f).is_file()]
 
 
 @register_dataset("mnist")
@@ -296,8 +310,7 @@ def mnist(cfg: DataConfig) -> RawData:
     from torchvision.datasets import MNIST
 
     root = _need_root(cfg, "mnist")
-    raw = root / "MNIST" / "raw"
-    missing = [f for f in _MNIST_FILES if not (raw / f).is_file()]
+    raw, missing = missing_files("mnist", str(root))
     if missing:
         raise FileNotFoundError(f"mnist: {raw} is missing {missing}; expected the raw idx files {list(_MNIST_FILES)} "
                                 "(nothing is downloaded)")
@@ -311,8 +324,6 @@ def mnist(cfg: DataConfig) -> RawData:
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-_CIFAR_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
-                "batches.meta")
 
 
 def _cifar10_class(md5: dict | None):
@@ -340,8 +351,7 @@ def cifar10(cfg: DataConfig) -> RawData:
     batches in ``<root>/cifar-10-batches-py``, which torchvision verifies against the official
     md5 digests (``options["md5"]`` may supply others, see ``_cifar10_class``). Normalised per channel."""
     root = _need_root(cfg, "cifar10")
-    folder = root / "cifar-10-batches-py"
-    missing = [f for f in _CIFAR_FILES if not (folder / f).is_file()]
+    folder, missing = missing_files("cifar10", str(root))
     if missing:
         raise FileNotFoundError(f"cifar10: {folder} is missing {missing}; expected the CIFAR-10 python batches "
                                 f"{list(_CIFAR_FILES)} (nothing is downloaded)")
