@@ -1,14 +1,27 @@
-"""Run a plan on Ray Tune: one ``Tuner`` per stage over that stage's pending units.
+"""Run a plan on Ray Tune: units packed into bundles, one Tune trial per bundle.
 
-Stages run in order (dense -> trajectory -> branch) because a stage reads the previous
-stage's artifacts from the store. Within a stage every unit is one Tune trial of a
-function trainable; Tune places trials by ``tune.with_resources`` and retries a crashed
-trial ``max_failures`` times. The store, not Tune's experiment state, is the source of
-truth for resume: a rerun schedules only units without a finished marker.
+A tiny unit (a second of training) costs Tune about as much bookkeeping as it costs to
+compute, so a trial runs a *bundle* of units in dependency order; markers stay per unit,
+so resume and retry granularity is still one unit. Two layouts:
+
+- ``families`` (no stage barriers): when the plan has at least ``2 x slots`` families (a
+  dense unit plus the trajectories and branches that depend on it), whole families are
+  packed into bundles and ONE Tuner runs them all; a trajectory never waits for another
+  family's dense run.
+- ``staged``: with fewer families than that (one family would serialise the campaign),
+  stages run in order (dense -> trajectory -> branch), each one Tuner over bundles of that
+  stage's units, because a stage reads the previous stage's artifacts from the store.
+
+Tune places trials by ``tune.with_resources`` and retries a crashed trial ``max_failures``
+times: a bundle whose unit raised finishes its other units and then raises, so Tune reruns
+it and the rerun skips every unit with a finished marker. The store, not Tune's experiment
+state, is the source of truth for resume: a rerun schedules only units without a finished
+marker.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import time
@@ -17,12 +30,15 @@ from dataclasses import dataclass, field
 import ray
 from ray import tune
 
-from orchestrator import faults
 from orchestrator.plan import STAGES, Plan, Unit
 from orchestrator.progress import Progress, ProgressCallback
 from orchestrator.spec import Campaign
 from orchestrator.store import Store
 from orchestrator.units import FINISHED, marker_path, read_marker, run_unit, runnable, write_trials
+
+BUNDLES_PER_SLOT = 4  # bundles ~ slots x 4: few enough that Tune's per-trial cost vanishes,
+# enough that a slow bundle at the end does not leave the other slots idle for long.
+REPORT_EVERY_S = 2.0  # a bundle reports progress at most this often (each report is a driver round trip)
 
 
 @dataclass
@@ -33,6 +49,8 @@ class RunSummary:
     seconds: float = 0.0
     unit_seconds: float = 0.0  # compute seconds of the units run in this invocation
     slots: int = 1
+    layout: str = ""  # "families" | "staged" | "units" (one unit per trial, staged)
+    bundles: int = 0  # Tune trials started
 
     def line(self) -> str:
         units = ", ".join(
@@ -44,8 +62,45 @@ class RunSummary:
         return f"campaign {self.campaign}: {self.seconds:.1f}s | units: {units} | cells: {cells}"
 
 
-def _trainable(config: dict, *, units: dict[str, Unit], store_uri: str, campaign: str, threads: int, cwd: str):
-    """A Tune function trainable running one unit. Small report payload: the store has the data."""
+# ----------------------------------------------------------------------------- bundles
+
+
+def _cost(u: Unit) -> float:
+    """Relative cost of a unit for packing: trainings x budget (epochs, else iterations)."""
+    epochs, iterations = u.budget
+    return float(u.trainings * (epochs or iterations or 1))
+
+
+def families(units: list[Unit]) -> list[list[Unit]]:
+    """Group units by the dense unit they descend from (keeps the input's stage order)."""
+    groups: dict[str, list[Unit]] = {}
+    for u in units:
+        groups.setdefault(u.depends[0] if u.depends else u.unit_id, []).append(u)
+    return list(groups.values())
+
+
+def make_bundles(groups: list[list[Unit]], n: int) -> list[tuple[str, ...]]:
+    """Pack groups (each kept whole, in order) into at most ``n`` bundles of similar cost:
+    longest-processing-time-first onto the currently cheapest bundle. Deterministic."""
+    n = max(1, min(n, len(groups)))
+    heap = [(0.0, i) for i in range(n)]
+    bins: list[list[str]] = [[] for _ in range(n)]
+    for g in sorted(groups, key=lambda g: -sum(_cost(u) for u in g)):  # stable: ties keep plan order
+        load, i = heapq.heappop(heap)
+        bins[i].extend(u.unit_id for u in g)
+        heapq.heappush(heap, (load + sum(_cost(u) for u in g), i))
+    return [tuple(b) for b in bins if b]
+
+
+def _trainable(config: dict, *, bundles: list[tuple[str, ...]], units: dict[str, Unit], store_uri: str,
+               campaign: str, threads: int, cwd: str):
+    """A Tune function trainable running one bundle of units in order.
+
+    A unit whose dependencies are not done (an upstream unit of the bundle failed) is
+    skipped. A unit that raises does not stop the others; the bundle raises at the end so
+    Tune retries it (finished units are then skipped by their markers). Reports are small
+    (counts) and at most every ``REPORT_EVERY_S``: the store has the data.
+    """
     import torch
 
     # Tune starts each trial in its own trial directory; relative paths in a spec (data.root)
@@ -53,16 +108,40 @@ def _trainable(config: dict, *, units: dict[str, Unit], store_uri: str, campaign
     if os.path.isdir(cwd):
         os.chdir(cwd)
     torch.set_num_threads(threads)  # the trial's CPU share, not every core of the node
-    unit = units[config["unit_id"]]
+    store = Store(store_uri)
     node = ray.get_runtime_context().get_node_id()
-    marker = run_unit(Store(store_uri), campaign, unit, node=node)
-    tune.report({"unit_id": unit.unit_id, "status": marker["status"], "seconds": marker.get("seconds", 0.0)})
+    done = dict.fromkeys(STAGES, 0)
+    errors: list[str] = []
+    last = time.monotonic()
+    for uid in bundles[config["bundle"]]:
+        unit = units[uid]
+        if (read_marker(store, campaign, uid) or {}).get("status") not in FINISHED:
+            if not runnable(store, campaign, unit)[0]:
+                continue  # blocked: left for the driver to report
+            try:
+                run_unit(store, campaign, unit, node=node)
+            except Exception as e:  # noqa: BLE001 - recorded in the unit's marker; retried via Tune
+                errors.append(f"{uid}: {type(e).__name__}: {e}")
+                continue
+        done[unit.stage] += 1
+        if time.monotonic() - last >= REPORT_EVERY_S:
+            tune.report({**done, "failed": len(errors)})
+            last = time.monotonic()
+    tune.report({**done, "failed": len(errors)})
+    if errors:
+        raise RuntimeError(f"{len(errors)} unit(s) failed: " + "; ".join(errors)[:2000])
+
+
+# ----------------------------------------------------------------------------- driver
 
 
 def _quiet() -> None:
     """Our progress line replaces Tune's tables: the legacy output engine honours verbose=0
-    (the new one still prints a configuration box), and Tune's INFO logs are not needed."""
+    (the new one still prints a configuration box), and Tune's INFO logs are not needed.
+    Tune's per-trial result loggers (JSON, CSV, TensorBoard) write files nobody reads: the
+    store has the results."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     for name in ("ray.tune", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -83,17 +162,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     return True
 
 
-def _pending(store: Store, campaign: str, units: list[Unit]) -> tuple[list[Unit], int, list[Unit]]:
-    run, skipped, blocked = [], 0, []
-    for u in units:
-        m = read_marker(store, campaign, u.unit_id) or {}
-        if m.get("status") in FINISHED:
-            skipped += 1
-        elif runnable(store, campaign, u)[0]:
-            run.append(u)
-        else:
-            blocked.append(u)
-    return run, skipped, blocked
+def _markers(store: Store, campaign: str, units) -> dict[str, dict]:
+    return {u.unit_id: read_marker(store, campaign, u.unit_id) or {} for u in units}
 
 
 def run_plan(
@@ -104,11 +174,19 @@ def run_plan(
     address: str | None = None,
     max_concurrent: int | None = None,
     progress_stream=None,
+    layout: str = "auto",
+    bundles_per_slot: int = BUNDLES_PER_SLOT,
 ) -> RunSummary:
-    """Run every unfinished unit of ``plan`` (staged) and write the trials rows."""
+    """Run every unfinished unit of ``plan`` and write the trials rows.
+
+    ``layout``: "auto" (families when there are >= 2 x slots of them, else staged),
+    "families", "staged", or "units" (staged, one unit per trial: the pre-bundling
+    behaviour, kept for benchmarks).
+    """
+    if layout not in ("auto", "families", "staged", "units"):
+        raise ValueError(f"layout: expected auto, families, staged or units, got {layout!r}")
     t0 = time.perf_counter()
-    spec = campaign.spec
-    res = spec.resources
+    res = campaign.spec.resources
     _quiet()
     started = connect(address)
     summary = RunSummary(campaign=plan.campaign)
@@ -117,26 +195,41 @@ def run_plan(
         summary.slots = max(1, int(cpus // res.cpus_per_trial))
         if max_concurrent:
             summary.slots = min(summary.slots, max_concurrent)
+        all_units = list(plan.units.values())
+        before = _markers(store, plan.campaign, all_units)
+        unfinished = [u for u in all_units if before[u.unit_id].get("status") not in FINISHED]
+        fams = families(unfinished)
+        if layout == "auto":
+            layout = "families" if len(fams) >= 2 * summary.slots else "staged"
+        summary.layout = layout
+        n_bundles = summary.slots * max(1, bundles_per_slot)
         progress = Progress({s: len(plan.stage(s)) for s in STAGES}, stream=progress_stream)
+        finished = {uid for uid, m in before.items() if m.get("status") in FINISHED}
+        progress.begin(skipped={s: sum(u.unit_id in finished for u in plan.stage(s)) for s in STAGES})
         storage = store.uri.rstrip("/") + "/_ray"
         if "://" not in storage:
             os.makedirs(storage, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        faults.kill_point("before_first_trial")  # test hook, orchestrator/faults.py
-        for stage in STAGES:
-            todo, skipped, blocked = _pending(store, plan.campaign, plan.stage(stage))
-            counts = {"ran": len(todo), "skipped": skipped, "failed": 0, "blocked": len(blocked)}
-            summary.units[stage] = counts
-            progress.begin_stage(stage, skipped)
-            if todo:
-                counts["failed"] = _run_stage(plan, stage, todo, store, progress, storage, f"{plan.campaign}-{stage}-{stamp}",
-                                              max_concurrent, campaign)
-            write_trials(store, plan)  # cells finish as early as their last unit does
-            faults.kill_point(f"after_stage:{stage}")
+        run = _Runner(plan, store, campaign, storage, max_concurrent, progress)
+        if layout == "families":
+            if fams:
+                progress.label = "all stages"
+                run(make_bundles(fams, n_bundles), f"{plan.campaign}-{time.strftime('%Y%m%d-%H%M%S')}")
+        else:
+            for stage in STAGES:
+                todo = [u for u in plan.stage(stage)
+                        if (read_marker(store, plan.campaign, u.unit_id) or {}).get("status") not in FINISHED
+                        and runnable(store, plan.campaign, u)[0]]
+                progress.label = stage
+                if todo:
+                    n = len(todo) if layout == "units" else n_bundles
+                    run(make_bundles([[u] for u in todo], n), f"{plan.campaign}-{stage}-{time.strftime('%Y%m%d-%H%M%S')}")
+                if stage != STAGES[-1]:
+                    write_trials(store, plan)  # cells finish as early as their last unit does
         progress.close()
-        for u in plan.units.values():
-            m = read_marker(store, plan.campaign, u.unit_id) or {}
-            summary.unit_seconds += float(m.get("seconds", 0.0))
+        summary.bundles = run.trials
+        after = _markers(store, plan.campaign, all_units)
+        summary.units = _stage_counts(plan, before, after)
+        summary.unit_seconds = sum(float(m.get("seconds", 0.0)) for m in after.values())
         summary.cells = write_trials(store, plan)
     finally:
         if started:
@@ -145,45 +238,77 @@ def run_plan(
     return summary
 
 
-def _run_stage(plan: Plan, stage: str, todo: list[Unit], store: Store, progress: Progress, storage: str, name: str,
-               max_concurrent: int | None, campaign: Campaign) -> int:
-    res = campaign.spec.resources
-    trainable = tune.with_parameters(
-        _trainable,
-        units={u.unit_id: u for u in todo},
-        store_uri=store.uri,
-        campaign=plan.campaign,
-        threads=max(1, int(res.cpus_per_trial)),
-        cwd=os.getcwd(),
-    )
-    resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
-        param_space={"unit_id": tune.grid_search([u.unit_id for u in todo])},
-        # reuse_actors: a unit is seconds of work; starting a fresh actor (and torch import) per
-        # trial would cost as much as the unit itself.
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, reuse_actors=True),
-        run_config=tune.RunConfig(
-            storage_path=storage,
-            name=name,
-            failure_config=tune.FailureConfig(max_failures=campaign.spec.max_failures),
-            verbose=0,
-            callbacks=[ProgressCallback(progress)],
-        ),
-    )
-    results = tuner.fit()
-    failed = 0
-    for r in results:
-        if r.error is None:
-            continue
-        uid = r.config["unit_id"]
-        m = read_marker(store, plan.campaign, uid) or {"unit_id": uid, "stage": stage, "attempts": 0}
-        if m.get("status") in FINISHED:
-            continue  # the unit finished; the error came after its last write
-        failed += 1
-        m.update(status="failed", reason=m.get("reason") or _short(r.error), finished_at=_iso_now())
-        store.put_json(marker_path(plan.campaign, uid), m)
-    return failed
+def _stage_counts(plan: Plan, before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict[str, int]]:
+    """Per stage: skipped (finished before this run), ran (attempted or marked failed in this
+    run), failed (of those ran), blocked (neither: an upstream unit failed or diverged)."""
+    out = {}
+    for stage in STAGES:
+        c = {"ran": 0, "skipped": 0, "failed": 0, "blocked": 0}
+        for u in plan.stage(stage):
+            b, a = before[u.unit_id], after[u.unit_id]
+            if b.get("status") in FINISHED:
+                c["skipped"] += 1
+            elif a != b:
+                c["ran"] += 1
+                c["failed"] += a.get("status") == "failed"
+            else:
+                c["blocked"] += 1
+        out[stage] = c
+    return out
+
+
+class _Runner:
+    """Runs one Tuner over a list of bundles and marks the units of bundles Tune gave up on."""
+
+    def __init__(self, plan: Plan, store: Store, campaign: Campaign, storage: str, max_concurrent: int | None,
+                 progress: Progress):
+        self.plan, self.store, self.campaign = plan, store, campaign
+        self.storage, self.max_concurrent, self.progress = storage, max_concurrent, progress
+        self.trials = 0
+
+    def __call__(self, bundles: list[tuple[str, ...]], name: str) -> None:
+        spec = self.campaign.spec
+        res = spec.resources
+        self.trials += len(bundles)
+        trainable = tune.with_parameters(
+            _trainable,
+            bundles=bundles,
+            units={uid: self.plan.units[uid] for b in bundles for uid in b},
+            store_uri=self.store.uri,
+            campaign=self.plan.campaign,
+            threads=max(1, int(res.cpus_per_trial)),
+            cwd=os.getcwd(),
+        )
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}),
+            param_space={"bundle": tune.grid_search(list(range(len(bundles))))},
+            # reuse_actors: skip a fresh actor (and torch import) per trial.
+            tune_config=tune.TuneConfig(max_concurrent_trials=self.max_concurrent or None, reuse_actors=True),
+            run_config=tune.RunConfig(
+                storage_path=self.storage,
+                name=name,
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+                verbose=0,
+                callbacks=[ProgressCallback(self.progress)],
+            ),
+        )
+        for r in tuner.fit():
+            if r.error is not None:
+                self._give_up(bundles[r.config["bundle"]], r.error)
+
+    def _give_up(self, bundle: tuple[str, ...], error: BaseException) -> None:
+        """Tune stopped retrying this bundle: its unfinished, runnable units are failed (a
+        unit blocked by a failed upstream unit stays pending: its cells report the upstream)."""
+        campaign = self.plan.campaign
+        for uid in bundle:
+            unit = self.plan.units[uid]
+            m = read_marker(self.store, campaign, uid) or {"unit_id": uid, "stage": unit.stage, "attempts": 0}
+            if m.get("status") in FINISHED or not runnable(self.store, campaign, unit)[0]:
+                continue
+            reason = m.get("reason") or ("not run: its bundle gave up after " + _short(error))
+            m.update(status="failed", reason=reason, finished_at=_iso_now())
+            self.store.put_json(marker_path(campaign, uid), m)
 
 
 def _short(err: BaseException) -> str:

@@ -15,16 +15,18 @@ def _fmt(seconds: float) -> str:
 
 
 class Progress:
-    """Counts units per stage; ``line()`` renders e.g.
-    ``[trajectory] units 3/16 | dense 4/4 | failed 0 | 0m42s elapsed | ETA 1m10s``."""
+    """Counts finished units per stage; ``line()`` renders e.g.
+    ``[all stages] dense 40/250 | trajectory 31/250 | branch 52/500 | failed 0 | 0m42s elapsed | ETA 3m10s``.
+
+    Counts arrive per Tune trial (a bundle of units reports its running totals), so the
+    line is the skipped units plus the latest totals of every trial."""
 
     def __init__(self, totals: dict[str, int], stream: TextIO | None = None):
         self.totals = dict(totals)
-        self.done = dict.fromkeys(totals, 0)
-        self.failed = 0
-        self.stage = next(iter(totals), "")
+        self.skipped = dict.fromkeys(totals, 0)
+        self.trials: dict[str, dict[str, int]] = {}  # trial id -> latest {stage: done, "failed": n}
+        self.label = next(iter(totals), "")
         self.started = time.monotonic()
-        self._stage_started = self.started
         self._stream = stream
         self._live = self.stream.isatty()
 
@@ -36,26 +38,34 @@ class Progress:
         # Tune pickles callbacks with its experiment state; a stream is not picklable.
         return {k: v for k, v in self.__dict__.items() if k != "_stream"} | {"_stream": None}
 
-    def begin_stage(self, stage: str, already_done: int) -> None:
-        self.stage = stage
-        self.done[stage] = already_done
-        self._stage_started = time.monotonic()
-        self._stage_base = already_done
+    def begin(self, skipped: dict[str, int]) -> None:
+        """Start counting; ``skipped`` units (finished before this run) count as done."""
+        self.skipped.update(skipped)
+        self.started = time.monotonic()
         self.show()
 
-    def unit_finished(self, failed: bool = False) -> None:
-        self.done[self.stage] += 1
-        self.failed += int(failed)
+    def update(self, trial: str, counts: dict[str, int]) -> None:
+        """Latest running totals reported by one trial (replaces its earlier ones)."""
+        self.trials[trial] = {k: int(v) for k, v in counts.items() if k in self.totals or k == "failed"}
         self.show()
+
+    @property
+    def done(self) -> dict[str, int]:
+        return {s: self.skipped[s] + sum(t.get(s, 0) for t in self.trials.values()) for s in self.totals}
+
+    @property
+    def failed(self) -> int:
+        return sum(t.get("failed", 0) for t in self.trials.values())
 
     def line(self) -> str:
         now = time.monotonic()
-        parts = [f"[{self.stage}]"] + [f"{s} {self.done[s]}/{self.totals[s]}" for s in self.totals]
+        done = self.done
+        parts = [f"[{self.label}]"] + [f"{s} {done[s]}/{self.totals[s]}" for s in self.totals]
         parts += [f"failed {self.failed}", f"{_fmt(now - self.started)} elapsed"]
-        ran = self.done[self.stage] - getattr(self, "_stage_base", 0)
-        left = self.totals[self.stage] - self.done[self.stage]
+        ran = sum(done.values()) - sum(self.skipped.values())
+        left = sum(self.totals.values()) - sum(done.values())
         if ran and left:
-            parts.append(f"ETA stage {_fmt((now - self._stage_started) / ran * left)}")
+            parts.append(f"ETA {_fmt((now - self.started) / ran * left)}")
         return " | ".join(parts)
 
     def show(self) -> None:
@@ -73,14 +83,11 @@ class Progress:
 
 
 class ProgressCallback(tune.Callback):
-    """Tune callback feeding :class:`Progress` (runs in the driver process)."""
+    """Tune callback feeding :class:`Progress` (runs in the driver process) from the small
+    count reports of the bundle trainable."""
 
     def __init__(self, progress: Progress):
         self.progress = progress
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.progress.unit_finished()
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        # Called once the trial gives up (after FailureConfig retries).
-        self.progress.unit_finished(failed=True)
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.progress.update(trial.trial_id, result)
