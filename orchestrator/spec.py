@@ -134,6 +134,14 @@ class Resources(_Strict):
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
 
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _whole_gpus_above_one(cls, v: float) -> float:
+        # Ray shares a GPU only as a fraction of one device; above 1 it must be a whole number.
+        if v > 1 and v != int(v):
+            raise ValueError(f"expected a fraction in [0, 1] or a whole number of GPUs, got {v}")
+        return v
+
 
 class CampaignSpec(_Strict):
     name: str
@@ -203,14 +211,50 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last)."""
 
 
+def _node_path(loader: _UniqueKeyLoader, target: yaml.Node) -> str:
+    """Dotted key path of ``target`` in the document being loaded ("" when not found)."""
+
+    def walk(node: yaml.Node, path: str) -> str | None:
+        if node is target:
+            return path
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                name = k.value if isinstance(k, yaml.ScalarNode) else "?"
+                found = walk(v, f"{path}.{name}" if path else name)
+                if found is not None:
+                    return found
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                found = walk(v, f"{path}[{i}]")
+                if found is not None:
+                    return found
+        return None
+
+    root = getattr(loader, "_lth_root", None)
+    return (walk(root, "") if root is not None else None) or ""
+
+
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: set = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise SpecError([f"line {key_node.start_mark.line + 1}: duplicate key {key!r}"])
+            parent = _node_path(loader, node)
+            where = f"{parent}.{key}" if parent else str(key)
+            raise SpecError([f"{where}: duplicate key {key!r} at line {key_node.start_mark.line + 1}; "
+                             "expected each key once (YAML would silently keep the last)"])
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
+
+
+def _load_yaml(text: str) -> Any:
+    loader = _UniqueKeyLoader(text)
+    try:
+        root = loader.get_single_node()
+        loader._lth_root = root  # for key paths in duplicate-key messages
+        return None if root is None else loader.construct_document(root)
+    finally:
+        loader.dispose()
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
@@ -246,6 +290,11 @@ def _messages(err: ValidationError, prefix: str = "", rename: dict[str, str] | N
                     break
         path = f"{prefix}.{path}" if prefix and path else (prefix or path or "<root>")
         msg = e["msg"]
+        if e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+            sub, sep, rest = msg.partition(": ")
+            if sep and re.fullmatch(r"[A-Za-z_][\w.]*", sub):  # "layer_rates.output: must be ..."
+                path, msg = (f"{path}.{sub}" if path != "<root>" else sub), rest
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "missing":
@@ -269,11 +318,18 @@ def load_campaign(path: str | os.PathLike) -> Campaign:
 
 def parse_campaign(text: str, source: str = "campaign") -> Campaign:
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        raw = _load_yaml(text)
     except SpecError as e:
         raise SpecError(e.messages, source) from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<root>"
+        what = e.problem or "unreadable YAML"
+        if e.context and e.context_mark:
+            what += f" ({e.context} started at line {e.context_mark.line + 1})"
+        raise SpecError([f"{where}: YAML syntax error: {what}"], source) from None
     except yaml.YAMLError as e:
-        raise SpecError([f"YAML syntax: {e}"], source) from None
+        raise SpecError([f"<root>: YAML syntax error: {e}"], source) from None
     if not isinstance(raw, dict):
         raise SpecError(["<root>: expected a mapping of campaign settings"], source)
     try:
@@ -307,8 +363,6 @@ def _axes(spec: CampaignSpec, raw: dict, errors: list[str]) -> list[_Axis]:
         if raw.get(one) is not None and raw.get(many) is not None:
             errors.append(f"{many}: give either {one} or {many}, not both")
         if raw.get(many) is not None:
-            if key in spec.grid:
-                errors.append(f"grid.{key}: duplicate axis, already given by {many}")
             axes.append(_Axis(key, key, list(raw[many]), many))
             if not raw[many]:
                 errors.append(f"{many}: empty list, expected at least one value")
@@ -457,6 +511,8 @@ def _check_cell(s: CellSettings, config: dict, where: dict[str, str]) -> list[st
             f"{_src(where, 'prune.structure')} = {s.prune.structure!r} (use 'auto' or a matching method)"
         )
     for path, name in (("reset", s.reset), ("prune.mask_driver", config["prune"]["mask_driver"])):
+        if path == "prune.mask_driver" and s.prune.mask_driver is None:
+            continue  # the default driver is one of the campaign's resets, checked in its own cell
         try:
             r = parse_reset(name)
         except ValueError as e:
