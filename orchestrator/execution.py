@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import ray
 from ray import tune
 
+from orchestrator import faults
 from orchestrator.plan import STAGES, Plan, Unit
 from orchestrator.progress import Progress, ProgressCallback
 from orchestrator.spec import Campaign
@@ -210,6 +211,7 @@ def run_plan(
         if "://" not in storage:
             os.makedirs(storage, exist_ok=True)
         run = _Runner(plan, store, campaign, storage, max_concurrent, progress)
+        faults.kill_point("before_first_trial")  # test hook (LTH_TEST_KILL_AT), orchestrator/faults.py
         if layout == "families":
             if fams:
                 progress.label = "all stages"
@@ -225,6 +227,7 @@ def run_plan(
                     run(make_bundles([[u] for u in todo], n), f"{plan.campaign}-{stage}-{time.strftime('%Y%m%d-%H%M%S')}")
                 if stage != STAGES[-1]:
                     write_trials(store, plan)  # cells finish as early as their last unit does
+                faults.kill_point(f"after_stage:{stage}")  # test hook
         progress.close()
         summary.bundles = run.trials
         after = _markers(store, plan.campaign, all_units)
