@@ -248,7 +248,8 @@ def trials_row(plan: Plan, trial_id: str, state: dict) -> dict:
         host=last.get("host"),
         device=last.get("device"),
         units_json=json.dumps(list(plan.cell_units[trial_id])),
-        started_at=_ts(min(m.get("started_at") or "9" for m in ms)),
+        # a unit Tune gave up on before its body ran has a driver-written marker without started_at
+        started_at=_ts(min((m["started_at"] for m in ms if m.get("started_at")), default=None)),
         finished_at=_ts(last.get("finished_at")),
         seconds=round(sum(float(m.get("seconds", 0.0)) for m in ms), 3),
     )
