@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections import Counter
 
 import click
 
@@ -89,8 +88,16 @@ def run(campaign: str, store: str, address: str | None, max_concurrent: int | No
     register_campaign(st, c, plan)
     click.echo(f"campaign {c.name} -> {st.uri}: " + "; ".join(plan.summary().lines()), err=True)
     from orchestrator.execution import run_plan
+    from orchestrator.status import driver_finished, driver_started
 
-    summary = run_plan(c, plan, st, address=address, max_concurrent=max_concurrent)
+    # lets `lth status` tell a live driver's "running" units from a killed driver's leftovers
+    driver = driver_started(st, c.name)
+    outcome = "error"
+    try:
+        summary = run_plan(c, plan, st, address=address, max_concurrent=max_concurrent)
+        outcome = "completed" if not summary.cells.get("pending") else "incomplete"
+    finally:
+        driver_finished(st, c.name, driver, outcome)
     click.echo(summary.line())
     if report and summary.cells.get("done"):
         from analysis.cli import write_and_print_report
@@ -104,45 +111,28 @@ def run(campaign: str, store: str, address: str | None, max_concurrent: int | No
 @click.argument("campaign", required=False)
 @store_option
 def status(campaign: str | None, store: str) -> None:
-    """Done / running / failed / diverged / pending per campaign, read from the store (no Ray)."""
+    """Done / running / interrupted / failed / diverged / pending per campaign, failed and
+    diverged cells with their reasons, and store files readers skip (read from the store, no Ray)."""
+    from orchestrator.status import bad_files, campaign_status
     from orchestrator.store import Store
 
     if "://" not in store and not os.path.isdir(store):
         raise click.ClickException(f"store {store!r}: no such directory")
     st = Store(store)
-    names = [campaign] if campaign else _campaign_names(st)
+    names = [campaign] if campaign else st.campaigns()
     if not names:
         click.echo(f"no campaigns in {st.uri}")
+    bad = []
     for name in names:
         plan = st.get_json(_spec_paths(name)[2])
         if plan is None:
             raise click.ClickException(f"campaign {name!r}: not in store {st.uri}")
-        units = Counter()
-        for uid in plan["units"]:
-            m = st.get_json(f"_units/campaign={name}/{uid}.json") or {}
-            units[m.get("status", "pending")] += 1
-        cells = Counter(_trial_statuses(st, name))
-        cells["pending"] = len(plan["cells"]) - sum(cells.values())
-        fmt = lambda c, keys: ", ".join(f"{k} {c.get(k, 0)}" for k in keys)  # noqa: E731
-        click.echo(f"{name}: cells {fmt(cells, ('done', 'failed', 'diverged', 'pending'))} "
-                   f"| units {fmt(units, ('done', 'running', 'failed', 'diverged', 'pending'))}")
-    for table in ("trials", "metrics", "levels", "masks"):
-        for bad in st.scan(table, campaign).bad:
-            click.echo(f"bad file {bad.path}: {bad.reason}")
-
-
-def _campaign_names(st) -> list[str]:
-    return st.campaigns()
-
-
-def _trial_statuses(st, name: str) -> list[str]:
-    import pyarrow.parquet as pq
-
-    out = []
-    for f in st.scan("trials", name).files:
-        with st.fs.open_input_file(f) as fh:
-            out += pq.read_table(fh, columns=["status"]).column("status").to_pylist()
-    return out
+        result = campaign_status(st, name, plan)
+        for line in result.lines():
+            click.echo(line)
+        bad += result.bad
+    for b in bad + bad_files(st, campaign):
+        click.echo(f"bad file {b.path}: {b.reason}")
 
 
 # `lth sql`, `lth report`, `lth compare` live with the analysis code.

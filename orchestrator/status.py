@@ -1,0 +1,186 @@
+"""What ``lth status`` reports, read from the store alone (no Ray).
+
+A unit's marker says ``running`` from the moment a trial starts it until its final write, so
+a driver killed mid-campaign leaves ``running`` markers behind. ``lth run`` therefore keeps a
+driver record ``_campaigns/<name>/driver.json`` (pid, host, run id, process start time; then
+``finished_at``): a ``running`` marker is shown as *running* only while that driver process
+is alive, as *interrupted* once it is gone or finished, and as *running or interrupted* when
+it cannot be checked (no record, or a driver on another host).
+
+Store integrity: files that readers skip are listed with the reason -- bad Parquet files of
+the four tables (see ``Store.scan``), leftover temporary files anywhere in the store, and
+markers that are not valid JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+from orchestrator import schema
+from orchestrator.store import TMP_PREFIX, BadFile, Store, StoreError
+
+UNIT_STATES = ("done", "running", "running or interrupted", "interrupted", "failed", "diverged", "pending")
+CELL_STATES = ("done", "failed", "diverged", "pending")
+MAX_LISTED = 10  # failed / diverged / interrupted entries shown per campaign (status stays short)
+
+
+def driver_path(campaign: str) -> str:
+    return f"_campaigns/{campaign}/driver.json"
+
+
+def _proc_start(pid: int) -> str | None:
+    """Start time of process ``pid`` in clock ticks since boot (Linux), so a recycled pid is
+    not mistaken for the driver; None where /proc is not available."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command name may contain spaces
+
+
+def driver_started(store: Store, campaign: str) -> dict:
+    """Record this process as the campaign's driver; returns the record for ``driver_finished``."""
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "run_id": uuid.uuid4().hex[:12],
+        "proc_start": _proc_start(os.getpid()),
+        "started_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    store.put_json(driver_path(campaign), record)
+    return record
+
+
+def driver_finished(store: Store, campaign: str, record: dict, outcome: str) -> None:
+    """Mark the driver record finished (only if it is still ours: another driver may have
+    taken over the campaign meanwhile)."""
+    current = _get_json(store, driver_path(campaign))
+    if current and current.get("run_id") != record["run_id"]:
+        return
+    store.put_json(driver_path(campaign), {**record, "finished_at": dt.datetime.now(dt.UTC).isoformat(),
+                                           "outcome": outcome})
+
+
+def driver_alive(record: dict | None) -> bool | None:
+    """True / False when it can be told from here, None when it cannot (no record, other host)."""
+    if not record:
+        return None
+    if record.get("finished_at"):
+        return False
+    if record.get("host") != socket.gethostname():
+        return None
+    pid = int(record.get("pid", -1))
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    recorded, now = record.get("proc_start"), _proc_start(pid)
+    return not (recorded and now and recorded != now)
+
+
+def _get_json(store: Store, path: str) -> dict | None:
+    try:
+        return store.get_json(path)
+    except StoreError:
+        return None
+
+
+@dataclass
+class CampaignStatus:
+    name: str
+    cells: Counter = field(default_factory=Counter)
+    units: Counter = field(default_factory=Counter)
+    driver: str = "no driver record"
+    trials: list[tuple[str, str, str | None]] = field(default_factory=list)  # failed/diverged: (id, status, reason)
+    interrupted: list[tuple[str, str | None]] = field(default_factory=list)  # (unit id, last reason)
+    bad: list[BadFile] = field(default_factory=list)  # unreadable markers
+
+    def lines(self) -> list[str]:
+        def fmt(counts: Counter, keys: tuple[str, ...]) -> str:
+            return ", ".join(f"{k} {counts.get(k, 0)}" for k in keys if k in CELL_STATES + ("running",) or counts.get(k))
+
+        out = [f"{self.name}: cells {fmt(self.cells, CELL_STATES)} | units {fmt(self.units, UNIT_STATES)}",
+               f"  driver: {self.driver}"]
+        for i, (trial_id, status, reason) in enumerate(self.trials):
+            if i == MAX_LISTED:
+                out.append(f"  ... and {len(self.trials) - MAX_LISTED} more failed/diverged cells")
+                break
+            out.append(f"  {status} cell {trial_id}: {reason or 'no reason recorded'}")
+        for i, (unit_id, reason) in enumerate(self.interrupted):
+            if i == MAX_LISTED:
+                out.append(f"  ... and {len(self.interrupted) - MAX_LISTED} more interrupted units")
+                break
+            out.append(f"  interrupted unit {unit_id}" + (f" (last error: {reason})" if reason else "")
+                       + "; `lth run` again resumes it")
+        return out
+
+
+def campaign_status(store: Store, name: str, plan: dict) -> CampaignStatus:
+    """Counts of cells and units of one campaign (``plan``: its stored plan.json)."""
+    st = CampaignStatus(name)
+    record = _get_json(store, driver_path(name))
+    alive = driver_alive(record)
+    if record:
+        where = f"pid {record.get('pid')} on {record.get('host')}, run {record.get('run_id')}"
+        if record.get("finished_at"):
+            st.driver = f"finished {record['finished_at'][:19]} ({record.get('outcome')}; {where})"
+        elif alive:
+            st.driver = f"running ({where})"
+        elif alive is None:
+            st.driver = f"running or interrupted ({where}: not checkable from here)"
+        else:
+            st.driver = f"interrupted ({where} is gone)"
+    running_as = {True: "running", False: "interrupted", None: "running or interrupted"}[alive]
+    for uid in plan["units"]:
+        path = f"_units/campaign={name}/{uid}.json"
+        try:
+            m = store.get_json(path) or {}
+        except StoreError as e:
+            st.bad.append(BadFile(path, f"unreadable unit marker ({e})"))
+            m = {}
+        status = m.get("status", "pending")
+        if status == "running":
+            status = running_as
+            if status == "interrupted":
+                st.interrupted.append((uid, m.get("reason")))
+        st.units[status] += 1
+    for trial_id, status, reason in _trial_rows(store, name):
+        st.cells[status] += 1
+        if status != "done":
+            st.trials.append((trial_id, status, reason))
+    st.cells["pending"] = len(plan["cells"]) - sum(st.cells.values())
+    return st
+
+
+def _trial_rows(store: Store, name: str) -> list[tuple[str, str, str | None]]:
+    import pyarrow.parquet as pq
+
+    rows = []
+    for f in store.scan("trials", name).files:
+        with store.fs.open_input_file(f) as fh:
+            t = pq.read_table(fh, columns=["trial_id", "status", "reason"])
+        rows += zip(*(t.column(c).to_pylist() for c in ("trial_id", "status", "reason")))
+    return sorted(rows, key=lambda r: (r[1], r[0]))
+
+
+def bad_files(store: Store, campaign: str | None = None) -> list[BadFile]:
+    """Files readers skip: bad table files (``Store.scan``) and leftover temporary files of the
+    non-table parts of the store (markers, campaign specs, artifacts)."""
+    out: list[BadFile] = []
+    for table in schema.TABLES:
+        out += store.scan(table, campaign).bad
+    prefixes = ["_units", "_campaigns", "_artifacts"] if campaign is None else [
+        f"_units/campaign={campaign}", f"_campaigns/{campaign}", "_artifacts"]
+    for prefix in prefixes:
+        for path in store.list(prefix):
+            if os.path.basename(path).startswith(TMP_PREFIX):
+                out.append(BadFile(path, "leftover temporary file of an interrupted write"))
+    return out
