@@ -6,7 +6,7 @@ so resume and retry granularity is still one unit. Two layouts:
 
 - ``families`` (no stage barriers): when the plan has at least ``2 x slots`` families (a
   dense unit plus the trajectories and branches that depend on it), whole families are
-  packed into bundles and ONE Tuner runs them all; a trajectory never waits for another
+  packed into bundles (``make_bundles``) and ONE Tuner runs them all; a trajectory never waits for another
   family's dense run.
 - ``staged``: with fewer families than that (one family would serialise the campaign),
   stages run in order (dense -> trajectory -> branch), each one Tuner over bundles of that
@@ -21,7 +21,6 @@ marker.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import time
@@ -37,8 +36,7 @@ from orchestrator.spec import Campaign
 from orchestrator.store import Store
 from orchestrator.units import FINISHED, marker_path, read_marker, run_unit, runnable, write_trials
 
-BUNDLES_PER_SLOT = 4  # bundles ~ slots x 4: few enough that Tune's per-trial cost vanishes,
-# enough that a slow bundle at the end does not leave the other slots idle for long.
+GUIDED_DIVISOR = 2  # a bundle takes 1/(2 x slots) of the remaining work (see make_bundles)
 REPORT_EVERY_S = 2.0  # a bundle reports progress at most this often (each report is a driver round trip)
 
 
@@ -52,6 +50,8 @@ class RunSummary:
     slots: int = 1
     layout: str = ""  # "families" | "staged" | "units" (one unit per trial, staged)
     bundles: int = 0  # Tune trials started
+    bundle_seconds: float = 0.0  # wall seconds inside the bundle trainables (last attempt each)
+    phases: dict[str, float] = field(default_factory=dict)  # driver wall seconds: setup, tune, rows
 
     def line(self) -> str:
         units = ", ".join(
@@ -80,17 +80,27 @@ def families(units: list[Unit]) -> list[list[Unit]]:
     return list(groups.values())
 
 
-def make_bundles(groups: list[list[Unit]], n: int) -> list[tuple[str, ...]]:
-    """Pack groups (each kept whole, in order) into at most ``n`` bundles of similar cost:
-    longest-processing-time-first onto the currently cheapest bundle. Deterministic."""
-    n = max(1, min(n, len(groups)))
-    heap = [(0.0, i) for i in range(n)]
-    bins: list[list[str]] = [[] for _ in range(n)]
-    for g in sorted(groups, key=lambda g: -sum(_cost(u) for u in g)):  # stable: ties keep plan order
-        load, i = heapq.heappop(heap)
-        bins[i].extend(u.unit_id for u in g)
-        heapq.heappush(heap, (load + sum(_cost(u) for u in g), i))
-    return [tuple(b) for b in bins if b]
+def make_bundles(groups: list[list[Unit]], slots: int, divisor: int = GUIDED_DIVISOR) -> list[tuple[str, ...]]:
+    """Pack groups (each kept whole, in order) into bundles of decreasing size (guided
+    self-scheduling): each bundle takes about ``remaining cost / (divisor x slots)``, so the
+    first ``slots`` bundles keep every slot busy for a long stretch, and the last ones are a
+    single group each: whichever slot finishes first picks them up, and the tail where some
+    slots idle is one small group long. Tune starts grid trials in order. Deterministic."""
+    ordered = sorted(groups, key=lambda g: -sum(_cost(u) for u in g))  # stable: ties keep plan order
+    remaining = sum(_cost(u) for g in ordered for u in g)
+    bundles: list[tuple[str, ...]] = []
+    current: list[str] = []
+    cost = 0.0
+    for g in ordered:
+        current += [u.unit_id for u in g]
+        cost += sum(_cost(u) for u in g)
+        if cost >= remaining / (divisor * max(1, slots)):
+            bundles.append(tuple(current))
+            remaining -= cost
+            current, cost = [], 0.0
+    if current:
+        bundles.append(tuple(current))
+    return bundles
 
 
 def _trainable(config: dict, *, bundles: list[tuple[str, ...]], units: dict[str, Unit], store_uri: str,
@@ -113,7 +123,7 @@ def _trainable(config: dict, *, bundles: list[tuple[str, ...]], units: dict[str,
     node = ray.get_runtime_context().get_node_id()
     done = dict.fromkeys(STAGES, 0)
     errors: list[str] = []
-    last = time.monotonic()
+    started = last = time.monotonic()
     for uid in bundles[config["bundle"]]:
         unit = units[uid]
         if (read_marker(store, campaign, uid) or {}).get("status") not in FINISHED:
@@ -128,7 +138,7 @@ def _trainable(config: dict, *, bundles: list[tuple[str, ...]], units: dict[str,
         if time.monotonic() - last >= REPORT_EVERY_S:
             tune.report({**done, "failed": len(errors)})
             last = time.monotonic()
-    tune.report({**done, "failed": len(errors)})
+    tune.report({**done, "failed": len(errors), "seconds": time.monotonic() - started})
     if errors:
         raise RuntimeError(f"{len(errors)} unit(s) failed: " + "; ".join(errors)[:2000])
 
@@ -139,10 +149,9 @@ def _trainable(config: dict, *, bundles: list[tuple[str, ...]], units: dict[str,
 def _quiet() -> None:
     """Our progress line replaces Tune's tables: the legacy output engine honours verbose=0
     (the new one still prints a configuration box), and Tune's INFO logs are not needed.
-    Tune's per-trial result loggers (JSON, CSV, TensorBoard) write files nobody reads: the
-    store has the results."""
+    (Tune's per-trial JSON/CSV loggers stay on: a bundle reports a handful of times, and
+    ResultGrid warns without them.)"""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     for name in ("ray.tune", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -176,7 +185,6 @@ def run_plan(
     max_concurrent: int | None = None,
     progress_stream=None,
     layout: str = "auto",
-    bundles_per_slot: int = BUNDLES_PER_SLOT,
 ) -> RunSummary:
     """Run every unfinished unit of ``plan`` and write the trials rows.
 
@@ -203,19 +211,20 @@ def run_plan(
         if layout == "auto":
             layout = "families" if len(fams) >= 2 * summary.slots else "staged"
         summary.layout = layout
-        n_bundles = summary.slots * max(1, bundles_per_slot)
         progress = Progress({s: len(plan.stage(s)) for s in STAGES}, stream=progress_stream)
         finished = {uid for uid, m in before.items() if m.get("status") in FINISHED}
         progress.begin(skipped={s: sum(u.unit_id in finished for u in plan.stage(s)) for s in STAGES})
         storage = store.uri.rstrip("/") + "/_ray"
         if "://" not in storage:
             os.makedirs(storage, exist_ok=True)
+        t_tune = time.perf_counter()
+        summary.phases["setup"] = t_tune - t0
         run = _Runner(plan, store, campaign, storage, max_concurrent, progress)
         faults.kill_point("before_first_trial")  # test hook (LTH_TEST_KILL_AT), orchestrator/faults.py
         if layout == "families":
             if fams:
                 progress.label = "all stages"
-                run(make_bundles(fams, n_bundles), f"{plan.campaign}-{time.strftime('%Y%m%d-%H%M%S')}")
+                run(make_bundles(fams, summary.slots), f"{plan.campaign}-{time.strftime('%Y%m%d-%H%M%S')}")
         else:
             for stage in STAGES:
                 todo = [u for u in plan.stage(stage)
@@ -223,17 +232,21 @@ def run_plan(
                         and runnable(store, plan.campaign, u)[0]]
                 progress.label = stage
                 if todo:
-                    n = len(todo) if layout == "units" else n_bundles
-                    run(make_bundles([[u] for u in todo], n), f"{plan.campaign}-{stage}-{time.strftime('%Y%m%d-%H%M%S')}")
+                    bundles = ([(u.unit_id,) for u in todo] if layout == "units"
+                               else make_bundles([[u] for u in todo], summary.slots))
+                    run(bundles, f"{plan.campaign}-{stage}-{time.strftime('%Y%m%d-%H%M%S')}")
                 if stage != STAGES[-1]:
                     write_trials(store, plan)  # cells finish as early as their last unit does
                 faults.kill_point(f"after_stage:{stage}")  # test hook
         progress.close()
-        summary.bundles = run.trials
+        summary.bundles, summary.bundle_seconds = run.trials, run.bundle_seconds
+        summary.phases["tune"] = time.perf_counter() - t_tune
         after = _markers(store, plan.campaign, all_units)
         summary.units = _stage_counts(plan, before, after)
         summary.unit_seconds = sum(float(m.get("seconds", 0.0)) for m in after.values())
+        t_rows = time.perf_counter()
         summary.cells = write_trials(store, plan)
+        summary.phases["rows"] = time.perf_counter() - t_rows
     finally:
         if started:
             ray.shutdown()
@@ -268,6 +281,7 @@ class _Runner:
         self.plan, self.store, self.campaign = plan, store, campaign
         self.storage, self.max_concurrent, self.progress = storage, max_concurrent, progress
         self.trials = 0
+        self.bundle_seconds = 0.0
 
     def __call__(self, bundles: list[tuple[str, ...]], name: str) -> None:
         spec = self.campaign.spec
@@ -297,6 +311,7 @@ class _Runner:
             ),
         )
         for r in tuner.fit():
+            self.bundle_seconds += float((r.metrics or {}).get("seconds", 0.0))
             if r.error is not None:
                 self._give_up(bundles[r.config["bundle"]], r.error)
 
