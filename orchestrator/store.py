@@ -10,7 +10,7 @@ understands (``s3://bucket/prefix``, ``gs://...``, ``file:///...``). Layout (doc
 
 Guarantees the rest of the project relies on:
 
-* **Atomic writes.** On a local filesystem every file is written as ``<dir>/.tmp-<uuid>-<name>``
+* **Atomic writes.** On a local filesystem every file is written as ``<dir>/.tmp-<uuid>-<name>.part``
   and renamed into place (``rename`` is atomic on POSIX), so a reader never sees half a file
   under its final name. Object stores make a single PUT visible atomically, so there the
   final key is written directly.
