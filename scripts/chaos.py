@@ -106,7 +106,8 @@ def chaos_run(spec: str, store: Path, campaign: str, rng: random.Random, max_kil
                 if action == "unit_worker":
                     pids = [m["pid"] for m in running_units(store, campaign) if m["pid"] in ours]
                 elif action == "ray_worker":
-                    pids = [p for p in ours if cmdline(p).startswith("ray::")]
+                    # task / actor workers only: not the node's agents (their death takes the node down)
+                    pids = [p for p in ours if cmdline(p).startswith("ray::") and "Agent" not in cmdline(p)]
                 else:
                     pids = [proc.pid]
                 if not pids:
