@@ -21,6 +21,7 @@ marker.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -34,7 +35,16 @@ from orchestrator.plan import STAGES, Plan, Unit
 from orchestrator.progress import Progress, ProgressCallback
 from orchestrator.spec import Campaign
 from orchestrator.store import Store
-from orchestrator.units import FINISHED, marker_path, read_marker, run_unit, runnable, write_trials
+from orchestrator.units import (
+    FINISHED,
+    cell_state,
+    marker_path,
+    read_marker,
+    run_unit,
+    runnable,
+    trials_row,
+    write_trials,
+)
 
 GUIDED_DIVISOR = 2  # a bundle takes 1/(2 x slots) of the remaining work (see make_bundles)
 REPORT_EVERY_S = 2.0  # a bundle reports progress at most this often (each report is a driver round trip)
@@ -103,14 +113,25 @@ def make_bundles(groups: list[list[Unit]], slots: int, divisor: int = GUIDED_DIV
     return bundles
 
 
-def _trainable(config: dict, *, bundles: list[tuple[str, ...]], units: dict[str, Unit], store_uri: str,
-               campaign: str, threads: int, cwd: str):
+def _root(u: Unit) -> str:
+    return u.depends[0] if u.depends else u.unit_id
+
+
+def family_cells(units) -> set[str]:
+    """Trial ids whose rows the given units write (their cells)."""
+    return {t for u in units for t in (*u.serves, *u.mask_serves)}
+
+
+def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, store_uri: str, threads: int, cwd: str,
+               write_rows: bool):
     """A Tune function trainable running one bundle of units in order.
 
     A unit whose dependencies are not done (an upstream unit of the bundle failed) is
     skipped. A unit that raises does not stop the others; the bundle raises at the end so
-    Tune retries it (finished units are then skipped by their markers). Reports are small
-    (counts) and at most every ``REPORT_EVERY_S``: the store has the data.
+    Tune retries it (finished units are then skipped by their markers). With ``write_rows``
+    (families layout) a family that finished without error writes its cells' ``trials``
+    rows here, in parallel, instead of in the driver. Reports are small (counts) and at
+    most every ``REPORT_EVERY_S``: the store has the data.
     """
     import torch
 
@@ -119,28 +140,42 @@ def _trainable(config: dict, *, bundles: list[tuple[str, ...]], units: dict[str,
     if os.path.isdir(cwd):
         os.chdir(cwd)
     torch.set_num_threads(threads)  # the trial's CPU share, not every core of the node
-    store = Store(store_uri)
+    store, campaign = Store(store_uri), plan.campaign
     node = ray.get_runtime_context().get_node_id()
     done = dict.fromkeys(STAGES, 0)
     errors: list[str] = []
     started = last = time.monotonic()
-    for uid in bundles[config["bundle"]]:
-        unit = units[uid]
-        if (read_marker(store, campaign, uid) or {}).get("status") not in FINISHED:
-            if not runnable(store, campaign, unit)[0]:
-                continue  # blocked: left for the driver to report
-            try:
-                run_unit(store, campaign, unit, node=node)
-            except Exception as e:  # noqa: BLE001 - recorded in the unit's marker; retried via Tune
-                errors.append(f"{uid}: {type(e).__name__}: {e}")
-                continue
-        done[unit.stage] += 1
-        if time.monotonic() - last >= REPORT_EVERY_S:
-            tune.report({**done, "failed": len(errors)})
-            last = time.monotonic()
+    for _, family in itertools.groupby((plan.units[uid] for uid in bundles[config["bundle"]]), key=_root):
+        family = list(family)
+        family_errors = len(errors)
+        for unit in family:
+            if (read_marker(store, campaign, unit.unit_id) or {}).get("status") not in FINISHED:
+                if not runnable(store, campaign, unit)[0]:
+                    continue  # blocked: left for the driver to report
+                try:
+                    run_unit(store, campaign, unit, node=node)
+                except Exception as e:  # noqa: BLE001 - recorded in the unit's marker; retried via Tune
+                    errors.append(f"{unit.unit_id}: {type(e).__name__}: {e}")
+                    continue
+            done[unit.stage] += 1
+            if time.monotonic() - last >= REPORT_EVERY_S:
+                tune.report({**done, "failed": len(errors)})
+                last = time.monotonic()
+        if write_rows and len(errors) == family_errors:
+            _write_cell_rows(store, plan, family_cells(family))
     tune.report({**done, "failed": len(errors), "seconds": time.monotonic() - started})
     if errors:
         raise RuntimeError(f"{len(errors)} unit(s) failed: " + "; ".join(errors)[:2000])
+
+
+def _write_cell_rows(store: Store, plan: Plan, trial_ids: set[str]) -> None:
+    """The ``trials`` rows of finished cells (as ``units.write_trials``, for a few cells)."""
+    needed = {uid for t in trial_ids for uid in plan.cell_units[t]}
+    markers = {uid: read_marker(store, plan.campaign, uid) for uid in needed}
+    for t in sorted(trial_ids):
+        state = cell_state(plan, markers, t)
+        if state is not None:
+            store.write_table("trials", plan.campaign, t, [trials_row(plan, t, state)])
 
 
 # ----------------------------------------------------------------------------- driver
@@ -224,6 +259,7 @@ def run_plan(
         if layout == "families":
             if fams:
                 progress.label = "all stages"
+                run.write_rows = True
                 run(make_bundles(fams, summary.slots), f"{plan.campaign}-{time.strftime('%Y%m%d-%H%M%S')}")
         else:
             for stage in STAGES:
@@ -245,7 +281,9 @@ def run_plan(
         summary.units = _stage_counts(plan, before, after)
         summary.unit_seconds = sum(float(m.get("seconds", 0.0)) for m in after.values())
         t_rows = time.perf_counter()
-        summary.cells = write_trials(store, plan)
+        # every cell whose row no successful bundle wrote (failed bundles, staged layout, and
+        # cells finished by an earlier, killed run)
+        summary.cells = write_trials(store, plan, only={c.trial_id for c in plan.cells} - run.rows_written)
         summary.phases["rows"] = time.perf_counter() - t_rows
     finally:
         if started:
@@ -282,6 +320,8 @@ class _Runner:
         self.storage, self.max_concurrent, self.progress = storage, max_concurrent, progress
         self.trials = 0
         self.bundle_seconds = 0.0
+        self.write_rows = False  # bundles write their cells' trials rows (families layout)
+        self.rows_written: set[str] = set()  # trial ids whose rows a successful bundle wrote
 
     def __call__(self, bundles: list[tuple[str, ...]], name: str) -> None:
         spec = self.campaign.spec
@@ -290,9 +330,9 @@ class _Runner:
         trainable = tune.with_parameters(
             _trainable,
             bundles=bundles,
-            units={uid: self.plan.units[uid] for b in bundles for uid in b},
+            plan=self.plan,
             store_uri=self.store.uri,
-            campaign=self.plan.campaign,
+            write_rows=self.write_rows,
             threads=max(1, int(res.cpus_per_trial)),
             cwd=os.getcwd(),
         )
@@ -312,8 +352,11 @@ class _Runner:
         )
         for r in tuner.fit():
             self.bundle_seconds += float((r.metrics or {}).get("seconds", 0.0))
+            bundle = bundles[r.config["bundle"]]
             if r.error is not None:
-                self._give_up(bundles[r.config["bundle"]], r.error)
+                self._give_up(bundle, r.error)
+            elif self.write_rows:
+                self.rows_written |= family_cells(self.plan.units[uid] for uid in bundle)
 
     def _give_up(self, bundle: tuple[str, ...], error: BaseException) -> None:
         """Tune stopped retrying this bundle: its unfinished, runnable units are failed (a

@@ -256,8 +256,9 @@ def trials_row(plan: Plan, trial_id: str, state: dict) -> dict:
     return row
 
 
-def write_trials(store: Store, plan: Plan) -> dict[str, int]:
-    """Write (or overwrite) a ``trials`` row for every finished cell, keyed by trial_id.
+def write_trials(store: Store, plan: Plan, *, only: set[str] | None = None) -> dict[str, int]:
+    """Write (or overwrite) a ``trials`` row for every finished cell, keyed by trial_id
+    (``only``: just these trial ids; the counts still cover every cell).
     Returns counts per cell status, with "pending" for cells not finished yet."""
     markers = {uid: read_marker(store, plan.campaign, uid) for uid in plan.units}
     counts = {"done": 0, "diverged": 0, "failed": 0, "pending": 0}
@@ -267,5 +268,6 @@ def write_trials(store: Store, plan: Plan) -> dict[str, int]:
             counts["pending"] += 1
             continue
         counts[state["status"]] += 1
-        store.write_table("trials", plan.campaign, cell.trial_id, [trials_row(plan, cell.trial_id, state)])
+        if only is None or cell.trial_id in only:
+            store.write_table("trials", plan.campaign, cell.trial_id, [trials_row(plan, cell.trial_id, state)])
     return counts
