@@ -203,7 +203,10 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+        # address="local": always a new embedded Ray. Without it ray.init() follows RAY_ADDRESS or the
+        # address file of any `ray start` cluster on this machine (and fails, as num_cpus is given).
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                 log_to_driver=False)
     return True
 
 
