@@ -1,7 +1,7 @@
 """Chaos run: a campaign under random SIGKILLs of Ray workers and of the driver, re-run until
 complete, then checked against a clean run of the same campaign.
 
-    .venv/bin/python scripts/chaos.py [campaigns/quick.yaml] [--seed 0] [--max-kills 6] [--chaos-seconds 240]
+    .venv/bin/python scripts/chaos.py [campaigns/quick.yaml] [--seed 0] [--max-kills 6] [--chaos-seconds 150]
 
 Each ``lth run`` is a subprocess in its own session with its embedded Ray. While it runs,
 after a seeded random pause, one of: SIGKILL the worker process running a unit (pid from the
@@ -138,8 +138,8 @@ def main() -> int:
     ap.add_argument("campaign", nargs="?", default="campaigns/quick.yaml")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-kills", type=int, default=6)
-    ap.add_argument("--chaos-seconds", type=float, default=240.0, help="no kills after this long")
-    ap.add_argument("--pause", type=float, nargs=2, default=(4.0, 20.0), help="random pause between kills (s)")
+    ap.add_argument("--chaos-seconds", type=float, default=150.0, help="no kills after this long")
+    ap.add_argument("--pause", type=float, nargs=2, default=(2.0, 8.0), help="random pause between kills (s)")
     ap.add_argument("--max-runs", type=int, default=30)
     ap.add_argument("--workdir", default=None, help="where the two stores go (default: a new temp dir)")
     args = ap.parse_args()
