@@ -8,7 +8,7 @@ after a seeded random pause, one of: SIGKILL the worker process running a unit (
 unit's ``running`` marker), SIGKILL a random ``ray::`` worker process of the run, or SIGKILL
 the driver together with its embedded Ray (the whole session). Kills stop after
 ``--max-kills`` or ``--chaos-seconds``; the same ``lth run`` is started again until it exits 0.
-Only processes of the runs this script started (their process group) are ever signalled.
+Only processes of the runs this script started (their session) are ever signalled.
 Then the campaign runs cleanly into a second store, and the four tables are compared
 (sorted rows without the columns that measure the run: seconds, host, device, attempts,
 timestamps): same rows, same values, no duplicates. Exit status 0 when they match.
@@ -34,17 +34,26 @@ VOLATILE = {"seconds", "host", "device", "attempts", "started_at", "finished_at"
 LTH = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
 
 
-def group(pgid: int) -> list[int]:
-    """Live pids in process group ``pgid``."""
+def session(sid: int) -> list[int]:
+    """Live pids of session ``sid``: a run's driver, its embedded Ray and the Ray workers
+    (which get process groups of their own, but stay in the driver's session)."""
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        if int(fields[3]) == sid and fields[0] != "Z":
             out.append(int(stat.parent.name))
     return out
+
+
+def kill_session(sid: int) -> None:
+    for pid in session(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def cmdline(pid: int) -> str:
@@ -102,7 +111,7 @@ def chaos_run(spec: str, store: Path, campaign: str, rng: random.Random, max_kil
                 if proc.poll() is not None or sum(kills.values()) >= max_kills or time.monotonic() - t0 > chaos_seconds:
                     continue
                 action = rng.choice(["unit_worker", "ray_worker", "driver"])
-                ours = set(group(proc.pid))
+                ours = set(session(proc.pid))
                 if action == "unit_worker":
                     pids = [m["pid"] for m in running_units(store, campaign) if m["pid"] in ours]
                 elif action == "ray_worker":
@@ -115,7 +124,7 @@ def chaos_run(spec: str, store: Path, campaign: str, rng: random.Random, max_kil
                 victim = rng.choice(sorted(pids))
                 when, what = time.monotonic() - t0, cmdline(victim)[:40]
                 if action == "driver":
-                    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its embedded Ray
+                    kill_session(proc.pid)  # the driver and its embedded Ray
                 else:
                     os.kill(victim, signal.SIGKILL)
                 kills[action] += 1
@@ -123,8 +132,7 @@ def chaos_run(spec: str, store: Path, campaign: str, rng: random.Random, max_kil
                       flush=True)
             out = proc.stdout.read()
         finally:
-            if group(proc.pid):  # whatever the run left behind (embedded Ray of a killed driver)
-                os.killpg(proc.pid, signal.SIGKILL)
+            kill_session(proc.pid)  # whatever the run left behind (embedded Ray of a killed driver)
             proc.wait()
         code = proc.returncode
         print(f"  run {runs} exited {code}" + (f": {out.strip().splitlines()[-1][:160]}" if out.strip() else ""),
