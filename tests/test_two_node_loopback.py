@@ -3,10 +3,10 @@
 ``ray start --head`` and ``ray start --address`` run as separate processes (each in its own
 session, with ``RAY_AUTH_MODE=disabled`` as Ray >= 2.59 requires for a manual cluster
 without a shared token), ``lth run --address`` is a third. When a unit is running on the
-worker node, that node's whole process group (raylet, its workers) gets SIGKILL: Tune
+worker node, that node's whole session (raylet, agents, workers) gets SIGKILL: Tune
 retries the trial on the head, the campaign completes, and every row exists exactly once.
 The cluster has its own --temp-dir and free ports, so it never meets another test's Ray,
-and it is killed by process group in a ``finally`` (never ``ray stop``, which would stop
+and it is killed by session (each ``ray start`` has its own) in a ``finally`` (never ``ray stop``, which would stop
 every Ray on the machine).
 """
 
@@ -55,22 +55,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def group(pgid: int) -> list[int]:
-    """Pids of the live processes in process group ``pgid``."""
+def session(sid: int) -> list[int]:
+    """Pids of the live processes in session ``sid`` (a node's raylet, agents and Ray workers:
+    workers get process groups of their own but stay in the session)."""
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        if int(fields[3]) == sid and fields[0] != "Z":
             out.append(int(stat.parent.name))
     return out
 
 
-def node_id(pgid: int) -> str | None:
-    """The Ray node id of the raylet in process group ``pgid`` (from its command line)."""
-    for pid in group(pgid):
+def kill_session(sid: int) -> None:
+    for pid in session(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def node_id(sid: int) -> str | None:
+    """The Ray node id of the raylet in session ``sid`` (from its command line)."""
+    for pid in session(sid):
         try:
             args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
         except OSError:
@@ -139,14 +148,13 @@ def test_worker_node_killed_mid_campaign_completes_on_head(tmp_path):
         victim = wait(lambda: next((m for m in markers(store) if m.get("node") == worker_node
                                     and m["status"] == "running"), None),
                       "a unit running on the worker node", 120, driver)
-        os.killpg(worker.pid, signal.SIGKILL)  # the whole worker node: raylet and its workers
-        wait(lambda: not group(worker.pid), "the worker node's processes to exit", 30)
+        kill_session(worker.pid)  # the whole worker node: raylet, agents, its Ray workers
+        wait(lambda: not session(worker.pid), "the worker node's processes to exit", 30)
         out, _ = driver.communicate(timeout=180)
         assert driver.returncode == 0, out
     finally:
         for p in reversed(procs):
-            if group(p.pid):
-                os.killpg(p.pid, signal.SIGKILL)
+            kill_session(p.pid)
             p.wait(timeout=30)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
