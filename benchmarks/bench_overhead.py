@@ -11,7 +11,8 @@ where unit compute is what each unit's marker records (its body: data, training,
 artifacts, rows) and slots = min(cluster CPUs / cpus_per_trial, --max-concurrent).
 1.0 would be perfect packing with free scheduling; the excess is Ray start-up, actor
 start-up, per-stage barriers and Tune bookkeeping. Wall time is reported with and
-without Ray start-up.
+without Ray start-up. For layouts side by side (bundled families vs one unit per trial)
+and per-unit overhead / driver memory, see benchmarks/bench_scale.py.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def main() -> None:
             ray.shutdown()
         wall = time.perf_counter() - t0
     ideal = summary.unit_seconds / summary.slots
-    print(f"campaign {campaign.name}: {len(plan.cells)} cells, {len(plan.units)} units, {summary.slots} slots")
+    print(f"campaign {campaign.name}: {len(plan.cells)} cells, {len(plan.units)} units, {summary.slots} slots, "
+          f"layout {summary.layout}, {summary.bundles} trials")
     print(f"ray start-up          {t_ray:8.1f} s")
     print(f"campaign wall         {wall:8.1f} s   (stages only: {summary.seconds:.1f} s)")
     print(f"unit compute (sum)    {summary.unit_seconds:8.1f} s   ideal wall = sum / slots = {ideal:.1f} s")
