@@ -529,6 +529,8 @@ def _check_cell(s: CellSettings, config: dict, where: dict[str, str]) -> list[st
                     f"{_src(where, path)}: {name} rewinds to iteration {r.k}, beyond the training budget "
                     f"of {budget} iterations ({_src(where, 'train.epochs')}); expected k < {budget}"
                 )
+    if (s.prune.layer_rates or s.prune.exclude) and ds in DATASETS and arch in MODELS:
+        out += _check_layer_names(s, config, where)
     if ds in ROOT_DATASETS:
         root = s.data.root
         if not root:
@@ -543,6 +545,37 @@ def _check_cell(s: CellSettings, config: dict, where: dict[str, str]) -> list[st
                 out.append(f"{_src(where, 'data.root')}: {folder} lacks {missing}, expected the {ds} files there "
                            "(nothing downloads)")
     return out
+
+
+_DATA_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {}
+
+
+def _check_layer_names(s: CellSettings, config: dict, where: dict[str, str]) -> list[str]:
+    """prune.layer_rates / prune.exclude must name layers of the model (for structured pruning,
+    channel groups): build the model (no training) and let the pruning code judge the names."""
+    from trainers.datasets import DATASETS, OFFICIAL_SHAPES
+    from trainers.models import build_model
+    from trainers.pruning import layer_targets
+
+    key = canonical_json(s.data.model_dump())
+    if key not in _DATA_SHAPES:
+        if s.data.dataset in OFFICIAL_SHAPES:
+            _DATA_SHAPES[key] = OFFICIAL_SHAPES[s.data.dataset]
+        else:  # generated / bundled datasets load in about a second
+            raw = DATASETS[s.data.dataset](DataConfig(**s.data.model_dump()))
+            _DATA_SHAPES[key] = (tuple(raw.x_train.shape[1:]), raw.num_classes)
+    shape, classes = _DATA_SHAPES[key]
+    setup = _setup(config)
+    try:
+        model = build_model(setup.model, shape, classes, 0)
+    except (ValueError, TypeError):
+        return []  # a model that cannot be built fails its trial with the builder's message
+    try:
+        layer_targets(model, setup.prune)
+    except ValueError as e:
+        path, _, msg = str(e).partition(": ")
+        return [f"{_src(where, path)}: {msg}"]
+    return []
 
 
 _TRAIN_SIZES: dict[str, int] = {}

@@ -291,8 +291,10 @@ _CIFAR_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", 
                 "batches.meta")
 
 
-# Official training-set sizes, so a campaign's budget in iterations is known without reading files.
+# Official training-set sizes and (input shape, classes), so a campaign's budget and model can be
+# checked without reading the files.
 OFFICIAL_TRAIN_SIZES = {"mnist": 60000, "cifar10": 50000}
+OFFICIAL_SHAPES = {"mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
 _REQUIRED_FILES = {"mnist": ("MNIST/raw", _MNIST_FILES), "cifar10": ("cifar-10-batches-py", _CIFAR_FILES)}
 
 
