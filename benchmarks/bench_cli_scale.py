@@ -1,0 +1,166 @@
+"""Is ``lth status`` / ``lth report`` interactive (< 2 s) on a store of 10,000 trials?
+
+Builds once (cached in ``--workdir``) a store with everything ``lth status`` reads, written
+through the real functions: the four tables (``analysis.synthetic.write_bulk``, real writer),
+``_campaigns/<c>/spec.yaml``, ``spec.json``, ``plan.json`` (the shape of ``Plan.to_json``: a
+dense unit per (dataset, arch, lr, seed), a trajectory per cell family, a reinit branch per
+trajectory, i.e. ~11,000 units), one marker per unit (``orchestrator.units.marker_path`` +
+``Store.put_json``; a few failed / a few ``running``) and an artifact file per unit. Then
+times, side by side, each command in-process (click's CliRunner, fresh Store, warm page
+cache) and as a subprocess (what a user types; includes interpreter start and imports), and
+the floor: ``lth --help`` and ``python -c 'import orchestrator.cli'`` as subprocesses.
+
+    .venv/bin/python benchmarks/bench_cli_scale.py --workdir /tmp/lth-cli-scale [--trials 10000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import subprocess
+import sys
+import time
+from itertools import product
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from any directory
+
+from click.testing import CliRunner  # noqa: E402
+
+from analysis.synthetic import trial_id, write_bulk  # noqa: E402
+from orchestrator.cli import main  # noqa: E402
+from orchestrator.store import Store  # noqa: E402
+from orchestrator.units import artifact_path, marker_path  # noqa: E402
+
+CAMPAIGN = "bench"
+LIMIT = 2.0  # seconds: the issue's "interactive"
+# write_bulk's grid, in its order (trial t has these axes and seed t // len(GRID))
+GRID = list(product(["digits", "mnist1d"], ["mlp", "cnn1d"], ["unstructured", "structured"],
+                    ["oneshot", "iterative"], [0.1, 0.01], ["rewind", "reinit"]))
+SPEC_YAML = f"name: {CAMPAIGN}\n# synthetic: benchmarks/bench_cli_scale.py\n"
+
+
+def _uid(prefix: str, *parts) -> str:
+    return f"{prefix}-" + hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
+
+
+def _setup(dataset, arch, structure, schedule, lr, seed) -> dict:
+    """A RunSetup-shaped dict (what plan.json stores per unit), so plan.json has a realistic size."""
+    return {"data": {"dataset": dataset, "options": {}, "root": None, "val_size": 0},
+            "model": {"arch": arch, "options": {}},
+            "prune": {"exclude": [], "finetune_lr": None, "layer_rates": {}, "levels": 9, "mask_driver": "rewind",
+                      "method": "magnitude_global" if structure == "unstructured" else "l1_structured", "rate": 0.2,
+                      "schedule": schedule, "structure": structure},
+            "seed": seed,
+            "train": {"augment": False, "batch_size": 128, "epochs": 25, "eval_batch_size": 1024, "gamma": 0.1,
+                      "iterations": None, "lr": lr, "milestones": [], "momentum": 0.9, "nesterov": False,
+                      "optimizer": "sgd", "schedule": "cosine", "warmup_iterations": 0, "weight_decay": 0.0001}}
+
+
+def build_plan(n_trials: int) -> dict:
+    """plan.json for write_bulk's trials: cells keyed by write_bulk's trial ids."""
+    cells, units = {}, {}
+    for t in range(n_trials):
+        dataset, arch, structure, schedule, lr, reset = GRID[t % len(GRID)]
+        seed = t // len(GRID)
+        cell = {"dataset": dataset, "arch": arch, "structure": structure, "schedule": schedule, "lr": lr}
+        d = _uid("d", dataset, arch, lr, seed)
+        tr = _uid("t", dataset, arch, structure, schedule, lr, seed)
+        setup = _setup(dataset, arch, structure, schedule, lr, seed)
+        tid = trial_id(cell, reset, seed)
+        units.setdefault(d, {"stage": "dense", "reset": None, "depends": [], "serves": [], "mask_serves": [],
+                             "rewind_iterations": [], "setup": setup})["serves"].append(tid)
+        units.setdefault(tr, {"stage": "trajectory", "reset": "rewind", "depends": [d], "serves": [],
+                              "mask_serves": [], "rewind_iterations": [], "setup": setup})["mask_serves"].append(tid)
+        cell_units = [d, tr]
+        if reset == "rewind":
+            units[tr]["serves"].append(tid)
+        else:
+            b = _uid("b", tr, reset)
+            units[b] = {"stage": "branch", "reset": reset, "depends": [d, tr], "serves": [tid], "mask_serves": [],
+                        "rewind_iterations": [], "setup": setup}
+            cell_units.append(b)
+        cells[tid] = {"axes": {**cell, "reset": reset, "seed": seed}, "units": cell_units}
+    return {"campaign": CAMPAIGN, "cells": cells, "units": units}
+
+
+def build_store(root: Path, n_trials: int) -> Store:
+    """Write the store once; a ``.complete`` file marks a finished build (else rebuilt)."""
+    done = root / ".complete"
+    if done.exists() and done.read_text() == str(n_trials):
+        return Store(str(root))
+    shutil.rmtree(root, ignore_errors=True)
+    store = Store(str(root))
+    t0 = time.perf_counter()
+    rows = write_bulk(store, CAMPAIGN, n_trials)
+    plan = build_plan(n_trials)
+    store.put_text(f"_campaigns/{CAMPAIGN}/spec.yaml", SPEC_YAML)
+    store.put_json(f"_campaigns/{CAMPAIGN}/plan.json", plan)
+    store.put_json(f"_campaigns/{CAMPAIGN}/spec.json", {"name": CAMPAIGN})
+    for i, (uid, unit) in enumerate(plan["units"].items()):
+        # a few failed and a few running (driver record absent: "running or interrupted")
+        status = "failed" if i % 1000 == 7 else "running" if i % 1000 == 11 else "done"
+        store.put_json(marker_path(CAMPAIGN, uid), {
+            "unit_id": uid, "stage": unit["stage"], "status": status, "attempts": 1, "host": "bench",
+            "node": "0" * 56, "device": "cpu", "levels_done": 9, "seconds": 1.0, "threads": 1, "pid": 1,
+            "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:00:01+00:00",
+            "reason": "RuntimeError: synthetic failure" if status == "failed" else None})
+        store.put_bytes(artifact_path(uid, "dense" if unit["stage"] == "dense" else "L9"), b"x")
+    done.write_text(str(n_trials))
+    print(f"built {root}: {n_trials} trials, {len(plan['units'])} units/markers, {rows:,} metric rows "
+          f"in {time.perf_counter() - t0:.0f} s")
+    return store
+
+
+def best_of(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def in_process(args: list[str]) -> None:
+    result = CliRunner().invoke(main, args)
+    if result.exit_code != 0:
+        raise SystemExit(f"lth {' '.join(args)} failed ({result.exit_code}): {result.output}\n{result.exception!r}")
+
+
+def subprocess_run(argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+
+
+def main_() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workdir", required=True, help="store cached here (built on first use)")
+    parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3, help="best of N per measurement")
+    args = parser.parse_args()
+    work = Path(args.workdir).resolve()
+    root = work / "store"
+    build_store(root, args.trials)
+    lth = str(Path(sys.executable).with_name("lth"))
+    out = str(work / "report")
+    status_args = ["status", "--store", str(root)]
+    report_args = ["report", CAMPAIGN, "--store", str(root), "--out", out]
+    floor = best_of(lambda: subprocess_run([lth, "--help"]), args.repeat)
+    imp = best_of(lambda: subprocess_run([sys.executable, "-c", "import orchestrator.cli"]), args.repeat)
+    print(f"floor: `lth --help` {floor:.2f} s, `python -c 'import orchestrator.cli'` {imp:.2f} s (subprocess)")
+    probe = subprocess.run([sys.executable, "-c", "import sys, orchestrator.cli; print(' '.join(m for m in "
+                            "('torch', 'ray', 'pandas', 'duckdb', 'matplotlib', 'scipy') if m in sys.modules))"],
+                           capture_output=True, text=True, timeout=120)
+    print(f"heavy modules imported by `import orchestrator.cli`: {probe.stdout.strip() or 'none'}")
+    print(f"{'command':16s} {'in-process (s)':>15s} {'subprocess (s)':>15s}  (limit {LIMIT:g} s, best of {args.repeat})")
+    for name, cli_args in (("lth status", status_args), ("lth report", report_args)):
+        a = best_of(lambda cli_args=cli_args: in_process(cli_args), args.repeat)
+        b = best_of(lambda cli_args=cli_args: subprocess_run([lth, *cli_args]), args.repeat)
+        flag = "ok" if max(a, b) < LIMIT else "OVER"
+        print(f"{name:16s} {a:15.2f} {b:15.2f}  {flag}")
+
+
+if __name__ == "__main__":
+    main_()
