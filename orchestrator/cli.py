@@ -20,7 +20,32 @@ store_option = click.option(
 )
 
 
-@click.group()
+class _LthGroup(click.Group):
+    """``lth``'s command group: the analysis commands (``sql``, ``report``, ``compare``) are
+    imported only when one of them is invoked or help lists them. Importing ``analysis.cli``
+    pulls in duckdb, pandas, scipy and matplotlib (~1.6 s), which ``lth status`` / ``lth run``
+    do not need: ``lth status`` must stay interactive on large stores."""
+
+    LAZY = ("sql", "report", "compare")  # analysis.cli.COMMANDS, by name (checked on load)
+
+    def _analysis(self) -> None:
+        if any(name not in self.commands for name in self.LAZY):
+            from analysis.cli import COMMANDS
+
+            for cmd in COMMANDS:
+                self.add_command(cmd)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._analysis()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY:
+            self._analysis()
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LthGroup)
 def main() -> None:
     """lth-sweep: pruning / lottery-ticket sweeps on Ray Tune with a Parquet result store."""
 
@@ -133,10 +158,3 @@ def status(campaign: str | None, store: str) -> None:
         bad += result.bad
     for b in bad + bad_files(st, campaign):
         click.echo(f"bad file {b.path}: {b.reason}")
-
-
-# `lth sql`, `lth report`, `lth compare` live with the analysis code.
-from analysis.cli import COMMANDS as _ANALYSIS_COMMANDS  # noqa: E402 - after main is defined
-
-for _cmd in _ANALYSIS_COMMANDS:
-    main.add_command(_cmd)
