@@ -85,10 +85,16 @@ def register_campaign(store, campaign: Campaign, plan) -> None:
             f"campaign {campaign.name!r} already exists in {store.uri} with a different spec; "
             "rerun with the same spec to resume it, or give this one a new name"
         )
+    from orchestrator.status import plan_index, plan_index_path
+
     if stored is None:
+        plan_data = plan.to_json()
         store.put_text(spec_yaml, campaign.text)
-        store.put_json(plan_json, plan.to_json())
+        store.put_json(plan_json, plan_data)
+        store.put_json(plan_index_path(campaign.name), plan_index(plan_data))  # what `lth status` reads
         store.put_json(spec_json, canonical)  # last: its presence means the campaign is registered
+    elif not store.exists(plan_index_path(campaign.name)):  # registered before the index existed
+        store.put_json(plan_index_path(campaign.name), plan_index(plan.to_json()))
 
 
 @main.command()
@@ -138,7 +144,7 @@ def run(campaign: str, store: str, address: str | None, max_concurrent: int | No
 def status(campaign: str | None, store: str) -> None:
     """Done / running / interrupted / failed / diverged / pending per campaign, failed and
     diverged cells with their reasons, and store files readers skip (read from the store, no Ray)."""
-    from orchestrator.status import bad_files, campaign_status
+    from orchestrator.status import bad_files, campaign_status, read_plan
     from orchestrator.store import Store
 
     if "://" not in store and not os.path.isdir(store):
@@ -149,7 +155,7 @@ def status(campaign: str | None, store: str) -> None:
         click.echo(f"no campaigns in {st.uri}")
     bad = []
     for name in names:
-        plan = st.get_json(_spec_paths(name)[2])
+        plan = read_plan(st, name)
         if plan is None:
             raise click.ClickException(f"campaign {name!r}: not in store {st.uri}")
         result = campaign_status(st, name, plan)
