@@ -1,0 +1,72 @@
+"""What keeps `lth status` interactive on large stores (benchmarks/bench_cli_scale.py measures it):
+the analysis commands are imported lazily, and status reads the small plan index that `lth run`
+writes next to plan.json -- with the same output as from the full plan.json."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from orchestrator.cli import main, register_campaign
+from orchestrator.plan import make_plan
+from orchestrator.spec import parse_campaign
+from orchestrator.status import plan_index_path, read_plan
+from orchestrator.store import Store
+from orchestrator.units import marker_path
+
+SPEC = """
+name: sc
+data: {dataset: digits}
+model: {arch: mlp}
+train: {lr: 0.1, epochs: 1}
+prune: {rate: 0.5, levels: 1}
+seed: 0
+resets: [rewind, reinit]
+grid:
+  lr: [0.1, 0.01]
+"""
+
+
+def test_lth_import_leaves_analysis_and_training_stacks_unloaded():
+    code = ("import sys, orchestrator.cli; "
+            "print(' '.join(m for m in ('analysis.cli', 'duckdb', 'pandas', 'matplotlib', 'scipy', 'torch', 'ray') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == ""
+    listed = CliRunner().invoke(main, ["--help"])
+    assert listed.exit_code == 0, listed.output
+    for name in ("run", "validate", "status", "sql", "report", "compare"):
+        assert f"  {name} " in listed.output
+    sub = CliRunner().invoke(main, ["sql", "--help"])  # resolving a lazy command loads it
+    assert sub.exit_code == 0 and "read-only SQL" in sub.output
+
+
+def test_status_reads_plan_index_with_same_output(tmp_path):
+    store = Store(str(tmp_path / "store"))
+    c = parse_campaign(SPEC)
+    plan = make_plan(c)
+    register_campaign(store, c, plan)
+    full = plan.to_json()
+    index = store.get_json(plan_index_path("sc"))
+    assert index == {"units": list(full["units"]), "cells": list(full["cells"])}
+    assert read_plan(store, "sc") == index
+    uids = list(full["units"])
+    store.put_json(marker_path("sc", uids[0]), {"status": "done"})
+    store.put_json(marker_path("sc", uids[1]), {"status": "failed", "reason": "boom"})
+    (tmp_path / "store" / "_units" / "campaign=sc" / f"{uids[2]}.json").write_text("{not json")
+
+    def status() -> str:
+        result = CliRunner().invoke(main, ["status", "--store", str(tmp_path / "store")])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    with_index = status()
+    assert f"units done 1, running 0, failed 1, diverged 0, pending {len(uids) - 2}" in with_index
+    assert f"bad file _units/campaign=sc/{uids[2]}.json: unreadable unit marker" in with_index
+    store.delete(plan_index_path("sc"))  # a store registered before the index existed
+    assert read_plan(store, "sc") == store.get_json("_campaigns/sc/plan.json")
+    assert status() == with_index
+    register_campaign(store, c, plan)  # a rerun of `lth run` adds the missing index
+    assert store.get_json(plan_index_path("sc")) == index
