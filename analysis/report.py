@@ -3,17 +3,24 @@
 Writes ``report.md`` (embedding the tables and figures) plus ``verdicts.{md,tex,csv}``,
 ``accuracy.{md,tex,csv}``, ``comparison.csv`` (every level, every metric) and the figures as
 ``.png`` and ``.pdf``. ``generic_comparison`` backs ``lth compare`` (any axis).
+
+Rendering the figures (PNG + PDF each) is most of a report's time and does not depend on the
+store's size; a figure whose plotted data, plotting code and matplotlib version are unchanged
+since the last report into the same directory is not drawn again (digests in
+``<out>/.figure-digests.json``), so re-running ``lth report`` stays quick.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from analysis import plots, rethinking_lr
+from analysis import rethinking_lr
 from analysis.rethinking_lr import METRICS, SETTING_KEYS
 from analysis.tables import csv_table, latex_table, markdown_table, mean_std_table
 from analysis.views import connect, open_store
@@ -49,6 +56,54 @@ def _verdict_table(results: dict[str, rethinking_lr.RethinkingResult], keys: lis
         table[f"verdict ({metric})"] = res.verdicts["verdict"].to_numpy()
     table["reason (best)"] = best["reason"]
     return table
+
+
+FIGURE_DIGESTS = ".figure-digests.json"
+
+
+def _rows_digest(frame: pd.DataFrame) -> str:
+    """Digest of a frame's rows in any order, floats to 12 decimals: DuckDB's parallel GROUP BY
+    returns rows in varying order and averages that differ in the last bits between runs."""
+    floats = frame.select_dtypes("float").columns
+    frame = frame.assign(**{c: frame[c].round(12) for c in floats})
+    try:
+        rows = pd.util.hash_pandas_object(frame, index=False).sort_values().to_numpy()
+    except TypeError:  # unhashable cells (lists): fall back to the text, sorted by line
+        return "\n".join(sorted(frame.to_csv(index=False).splitlines()))
+    return hashlib.sha256(",".join(map(str, frame.columns)).encode() + rows.tobytes()).hexdigest()
+
+
+class _FigureCache:
+    """Skip redrawing a figure whose inputs are unchanged (see the module docstring)."""
+
+    def __init__(self, out: Path):
+        import matplotlib
+
+        from analysis import plots  # matplotlib: imported only when a report is built
+
+        self.plots, self.path = plots, out / FIGURE_DIGESTS
+        self.code = hashlib.sha256(Path(plots.__file__).read_bytes() + matplotlib.__version__.encode()).hexdigest()
+        try:
+            self.digests = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.digests = {}
+
+    def draw(self, name: str, frame: pd.DataFrame, base: Path, **kwargs) -> list[Path]:
+        """``plots.<name>(frame, base, **kwargs)`` unless its files exist and its inputs are unchanged."""
+        digest = hashlib.sha256("\n".join([self.code, name, repr(sorted(kwargs.items())), str(frame.dtypes.to_dict()),
+                                           _rows_digest(frame)]).encode()).hexdigest()
+        paths = [base.with_suffix(".png"), base.with_suffix(".pdf")]
+        if self.digests.get(base.name) == digest and all(p.exists() for p in paths):
+            return paths
+        self.digests.pop(base.name, None)
+        self._save()  # forget the old digest first: an interrupted redraw is redone next time
+        paths = getattr(self.plots, name)(frame, base, **kwargs)
+        self.digests[base.name] = digest
+        self._save()
+        return paths
+
+    def _save(self) -> None:
+        self.path.write_text(json.dumps(self.digests, sort_keys=True))
 
 
 def build_report(
@@ -105,9 +160,10 @@ def build_report(
     write("comparison.csv", csv_table(comparison))
 
     figures = []
+    cache = _FigureCache(out)
     for (dataset, arch), sub in best.summary.groupby(["dataset", "arch"], sort=True):
         base = out / f"accuracy_{dataset}_{arch}"
-        files += plots.accuracy_vs_density(sub, base, title=f"{dataset}, {arch}")
+        files += cache.draw("accuracy_vs_density", sub, base, title=f"{dataset}, {arch}")
         figures.append((f"Accuracy vs weights remaining: {dataset}, {arch}", base.with_suffix(".png").name))
     masks = con.execute(
         "SELECT structure, schedule, lr, level, layer, avg(density) AS density, avg(travel_kept) AS travel_kept, "
@@ -115,11 +171,11 @@ def build_report(
         "GROUP BY ALL", {"c": campaign}).df()
     if not masks.empty:
         dens = masks.groupby(["structure", "schedule", "level", "layer"], as_index=False)["density"].mean()
-        files += plots.layer_density(dens, out / "layer_density")
+        files += cache.draw("layer_density", dens, out / "layer_density")
         figures.append(("Per-layer density per level", "layer_density.png"))
         travel = masks.groupby(["structure", "lr", "level"], as_index=False)[["travel_kept", "travel_pruned"]].mean()
         if travel["travel_pruned"].notna().any():
-            files += plots.weight_travel(travel, out / "weight_travel")
+            files += cache.draw("weight_travel", travel, out / "weight_travel")
             figures.append(("Weight travel of kept vs pruned weights", "weight_travel.png"))
 
     md = [f"# Campaign `{campaign}`: winning ticket ({treatment}) vs {control}", ""]
