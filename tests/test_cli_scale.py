@@ -4,6 +4,8 @@ writes next to plan.json -- with the same output as from the full plan.json."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -70,3 +72,36 @@ def test_status_reads_plan_index_with_same_output(tmp_path):
     assert status() == with_index
     register_campaign(store, c, plan)  # a rerun of `lth run` adds the missing index
     assert store.get_json(plan_index_path("sc")) == index
+
+
+def test_report_redraws_only_changed_figures(tmp_path):
+    """A second report into the same directory reuses figures whose data did not change."""
+    from analysis.report import FIGURE_DIGESTS, build_report
+    from analysis.synthetic import write_campaign
+
+    store = Store(str(tmp_path / "store"))
+    cells = [dict(dataset="digits", arch=arch, structure="unstructured", schedule="iterative", lr=0.1)
+             for arch in ("mlp", "lenet")]
+
+    def acc(cell, reset, level, seed):
+        return 0.9 - 0.01 * level + 0.002 * seed + (0.01 if reset == "rewind" else 0.0)
+
+    write_campaign(store, "fig", cells, acc, seeds=(0, 1), levels=2)
+    out = tmp_path / "r"
+    first = build_report(store, "fig", out)
+    figures = sorted(p for p in first.files if p.suffix in (".png", ".pdf"))
+    md = (out / "report.md").read_text()
+    for p in figures:
+        os.utime(p, ns=(1, 1))  # any redraw would give a new mtime
+    again = build_report(store, "fig", out)
+    assert sorted(p for p in again.files if p.suffix in (".png", ".pdf")) == figures
+    assert all(p.stat().st_mtime_ns == 1 for p in figures)
+    assert (out / "report.md").read_text() == md
+    # new data for one (dataset, arch): only its figure and the aggregate figures are redrawn
+    write_campaign(store, "fig", cells, lambda c, r, lv, s: acc(c, r, lv, s) - 0.05 * (c["arch"] == "lenet"),
+                   seeds=(0, 1), levels=2)
+    build_report(store, "fig", out)
+    redrawn = {p.name for p in figures if p.stat().st_mtime_ns != 1}
+    assert {"accuracy_digits_lenet.png", "accuracy_digits_lenet.pdf"} <= redrawn
+    assert not redrawn & {"accuracy_digits_mlp.png", "accuracy_digits_mlp.pdf"}
+    assert set(json.loads((out / FIGURE_DIGESTS).read_text())) >= {"accuracy_digits_mlp", "accuracy_digits_lenet"}
