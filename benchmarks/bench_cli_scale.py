@@ -8,7 +8,10 @@ trajectory, i.e. ~11,000 units), one marker per unit (``orchestrator.units.marke
 ``Store.put_json``; a few failed / a few ``running``) and an artifact file per unit. Then
 times, side by side, each command in-process (click's CliRunner, fresh Store, warm page
 cache) and as a subprocess (what a user types; includes interpreter start and imports), and
-the floor: ``lth --help`` and ``python -c 'import orchestrator.cli'`` as subprocesses.
+the floor: ``lth status --help``, ``import orchestrator.cli`` and ``import analysis.report`` as
+subprocesses. ``lth status`` is also timed without the plan index (stores registered before
+``lth run`` wrote it); ``lth report`` into a new directory (every figure drawn) and again into
+the same one (unchanged figures reused).
 
     .venv/bin/python benchmarks/bench_cli_scale.py --workdir /tmp/lth-cli-scale [--trials 10000] [--repeat 3]
 """
@@ -30,6 +33,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from analysis.synthetic import trial_id, write_bulk  # noqa: E402
 from orchestrator.cli import main  # noqa: E402
+from orchestrator.status import plan_index, plan_index_path  # noqa: E402
 from orchestrator.store import Store  # noqa: E402
 from orchestrator.units import artifact_path, marker_path  # noqa: E402
 
@@ -89,7 +93,10 @@ def build_store(root: Path, n_trials: int) -> Store:
     """Write the store once; a ``.complete`` file marks a finished build (else rebuilt)."""
     done = root / ".complete"
     if done.exists() and done.read_text() == str(n_trials):
-        return Store(str(root))
+        store = Store(str(root))
+        if not store.exists(plan_index_path(CAMPAIGN)):  # cached before `lth run` wrote the index
+            store.put_json(plan_index_path(CAMPAIGN), plan_index(store.get_json(f"_campaigns/{CAMPAIGN}/plan.json")))
+        return store
     shutil.rmtree(root, ignore_errors=True)
     store = Store(str(root))
     t0 = time.perf_counter()
@@ -97,6 +104,7 @@ def build_store(root: Path, n_trials: int) -> Store:
     plan = build_plan(n_trials)
     store.put_text(f"_campaigns/{CAMPAIGN}/spec.yaml", SPEC_YAML)
     store.put_json(f"_campaigns/{CAMPAIGN}/plan.json", plan)
+    store.put_json(plan_index_path(CAMPAIGN), plan_index(plan))  # as `lth run` writes it
     store.put_json(f"_campaigns/{CAMPAIGN}/spec.json", {"name": CAMPAIGN})
     for i, (uid, unit) in enumerate(plan["units"].items()):
         # a few failed and a few running (driver record absent: "running or interrupted")
@@ -147,19 +155,42 @@ def main_() -> None:
     out = str(work / "report")
     status_args = ["status", "--store", str(root)]
     report_args = ["report", CAMPAIGN, "--store", str(root), "--out", out]
-    floor = best_of(lambda: subprocess_run([lth, "--help"]), args.repeat)
+    floor = best_of(lambda: subprocess_run([lth, "status", "--help"]), args.repeat)
     imp = best_of(lambda: subprocess_run([sys.executable, "-c", "import orchestrator.cli"]), args.repeat)
-    print(f"floor: `lth --help` {floor:.2f} s, `python -c 'import orchestrator.cli'` {imp:.2f} s (subprocess)")
+    imp_analysis = best_of(lambda: subprocess_run([sys.executable, "-c", "import analysis.report"]), args.repeat)
+    print(f"floor (subprocess): `lth status --help` {floor:.2f} s, `import orchestrator.cli` {imp:.2f} s, "
+          f"`import analysis.report` {imp_analysis:.2f} s")
     probe = subprocess.run([sys.executable, "-c", "import sys, orchestrator.cli; print(' '.join(m for m in "
                             "('torch', 'ray', 'pandas', 'duckdb', 'matplotlib', 'scipy') if m in sys.modules))"],
                            capture_output=True, text=True, timeout=120)
     print(f"heavy modules imported by `import orchestrator.cli`: {probe.stdout.strip() or 'none'}")
-    print(f"{'command':16s} {'in-process (s)':>15s} {'subprocess (s)':>15s}  (limit {LIMIT:g} s, best of {args.repeat})")
-    for name, cli_args in (("lth status", status_args), ("lth report", report_args)):
-        a = best_of(lambda cli_args=cli_args: in_process(cli_args), args.repeat)
-        b = best_of(lambda cli_args=cli_args: subprocess_run([lth, *cli_args]), args.repeat)
-        flag = "ok" if max(a, b) < LIMIT else "OVER"
-        print(f"{name:16s} {a:15.2f} {b:15.2f}  {flag}")
+
+    index = root / plan_index_path(CAMPAIGN)
+    hidden = index.with_name("plan-index.json.bench-hidden")
+
+    def without_index(fn):
+        index.rename(hidden)  # a store registered before the index: status parses plan.json
+        try:
+            fn()
+        finally:
+            hidden.rename(index)
+
+    def fresh(fn):
+        shutil.rmtree(out, ignore_errors=True)  # first report into a directory: every figure drawn
+        fn()
+
+    rows = [
+        ("lth status", lambda: in_process(status_args), lambda: subprocess_run([lth, *status_args])),
+        ("  (no plan index)", lambda: without_index(lambda: in_process(status_args)),
+         lambda: without_index(lambda: subprocess_run([lth, *status_args]))),
+        ("lth report (new dir)", lambda: fresh(lambda: in_process(report_args)),
+         lambda: fresh(lambda: subprocess_run([lth, *report_args]))),
+        ("lth report (again)", lambda: in_process(report_args), lambda: subprocess_run([lth, *report_args])),
+    ]
+    print(f"{'command':22s} {'in-process (s)':>15s} {'subprocess (s)':>15s}  (limit {LIMIT:g} s, best of {args.repeat})")
+    for name, a_fn, b_fn in rows:
+        a, b = best_of(a_fn, args.repeat), best_of(b_fn, args.repeat)
+        print(f"{name:22s} {a:15.2f} {b:15.2f}  {'ok' if max(a, b) < LIMIT else 'OVER'}")
 
 
 if __name__ == "__main__":
