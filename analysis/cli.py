@@ -43,13 +43,15 @@ def report(campaign: str, store: str, out_dir: str | None, margin: float) -> Non
 def write_and_print_report(store, campaign: str, out_dir: str | None,
                            margin: float = rethinking_lr.DEFAULT_MARGIN) -> None:
     """Build the report of ``campaign`` (default dir reports/<campaign>) and print its verdict table."""
+    def show(report) -> None:  # called before the figures are drawn: the answer first
+        for problem in report.problems:
+            click.echo(f"note: {problem}", err=True)
+        click.echo(markdown_table(report.verdicts))
+
     try:
-        result = build_report(store, campaign, out_dir or f"reports/{campaign}", margin=margin)
+        result = build_report(store, campaign, out_dir or f"reports/{campaign}", margin=margin, on_verdicts=show)
     except ReportError as e:
         raise click.ClickException(str(e)) from None
-    for problem in result.problems:
-        click.echo(f"note: {problem}", err=True)
-    click.echo(markdown_table(result.verdicts))
     click.echo(f"report: {result.out_dir / 'report.md'} ({len(result.files)} files)")
 
 

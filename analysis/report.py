@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,8 +115,13 @@ def build_report(
     margin: float = rethinking_lr.DEFAULT_MARGIN,
     treatment: str = rethinking_lr.TREATMENT,
     control: str = rethinking_lr.CONTROL,
+    on_verdicts: Callable[[Report], None] | None = None,
 ) -> Report:
-    """Analyse ``campaign`` and write the report files into ``out_dir`` (created)."""
+    """Analyse ``campaign`` and write the report files into ``out_dir`` (created).
+
+    ``on_verdicts(report)`` is called once the tables are written and before the figures are
+    drawn (most of a new report's time), with ``report.files`` so far: ``lth report`` prints the
+    verdicts there, so the answer shows at once. The returned ``Report`` lists every file."""
     store = open_store(store)
     con = connect(store, campaign=campaign)
     runs = rethinking_lr.load_runs(con, campaign)
@@ -158,6 +164,9 @@ def build_report(
     write("accuracy.csv", acc.csv())
     comparison = pd.concat([r.comparison.assign(metric=m) for m, r in results.items()], ignore_index=True)
     write("comparison.csv", csv_table(comparison))
+    report = Report(out_dir=out, verdicts=verdicts, problems=best.problems, files=files)
+    if on_verdicts is not None:
+        on_verdicts(report)
 
     figures = []
     cache = _FigureCache(out)
@@ -193,7 +202,7 @@ def build_report(
     md += ["## Figures", ""] + [f"![{cap}]({name})\n" for cap, name in figures]
     md += ["Per-level comparisons of every metric (means, CIs, paired differences, p-values): `comparison.csv`.", ""]
     write("report.md", "\n".join(md))
-    return Report(out_dir=out, verdicts=verdicts, problems=best.problems, files=files)
+    return report
 
 
 def generic_comparison(
