@@ -70,7 +70,8 @@ def table_dataset(store: Store, table: str, campaign: str | None = None, *, warn
 def _cell_view_sql(view: str, table: str) -> str:
     measured = [f.name for f in schema.TABLES[table].schema if f.name != "trial_id"]
     axes = ", ".join(f"t.{c}" for c in _JOIN_AXES)
-    cols = ", ".join(f"m.{c}" for c in measured)
+    # metrics.lr (the lr in force that epoch) would collide with the cell's lr axis
+    cols = ", ".join(f"m.{c} AS epoch_{c}" if c in _JOIN_AXES else f"m.{c}" for c in measured)
     return (
         f"CREATE VIEW {view} AS SELECT m.campaign, m.trial_id, {axes}, t.reset AS trial_reset, "
         f"t.status AS trial_status, t.axes_json, {cols} "
