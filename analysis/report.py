@@ -78,12 +78,13 @@ class _FigureCache:
     """Skip redrawing a figure whose inputs are unchanged (see the module docstring)."""
 
     def __init__(self, out: Path):
-        import matplotlib
+        from importlib.metadata import version
 
-        from analysis import plots  # matplotlib: imported only when a report is built
-
-        self.plots, self.path = plots, out / FIGURE_DIGESTS
-        self.code = hashlib.sha256(Path(plots.__file__).read_bytes() + matplotlib.__version__.encode()).hexdigest()
+        # matplotlib (~0.7 s to import) is loaded only when a figure must be drawn: the digest
+        # needs just plots.py's bytes and matplotlib's version.
+        self._plots, self.path = None, out / FIGURE_DIGESTS
+        plots_file = Path(__file__).with_name("plots.py")
+        self.code = hashlib.sha256(plots_file.read_bytes() + version("matplotlib").encode()).hexdigest()
         try:
             self.digests = json.loads(self.path.read_text())
         except (OSError, ValueError):
@@ -98,7 +99,11 @@ class _FigureCache:
             return paths
         self.digests.pop(base.name, None)
         self._save()  # forget the old digest first: an interrupted redraw is redone next time
-        paths = getattr(self.plots, name)(frame, base, **kwargs)
+        if self._plots is None:
+            from analysis import plots
+
+            self._plots = plots
+        paths = getattr(self._plots, name)(frame, base, **kwargs)
         self.digests[base.name] = digest
         self._save()
         return paths

@@ -114,16 +114,15 @@ def mean_std_table(
     wide_std = wide_std.reindex(index=wide_mean.index, columns=wide_mean.columns)
     best = wide_mean.max(axis=1) if higher_is_better else wide_mean.min(axis=1)
     bold_values = wide_mean.eq(best, axis=0) & wide_mean.notna()
-    cells = wide_mean.copy().astype(object)
-    for r in range(wide_mean.shape[0]):
-        for c in range(wide_mean.shape[1]):
-            m, s = wide_mean.iat[r, c], wide_std.iat[r, c]
-            if pd.isna(m):
-                cells.iat[r, c] = ""
-            elif pd.isna(s):
-                cells.iat[r, c] = f"{m * scale:.{digits}f}"
-            else:
-                cells.iat[r, c] = f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
+    # Plain loops over numpy values: per-cell ``.iat`` on a 10k-trial table took ~0.3 s.
+    def fmt(m: float, s: float) -> str:
+        if pd.isna(m):
+            return ""
+        return f"{m * scale:.{digits}f}" if pd.isna(s) else f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
+
+    cells = pd.DataFrame([[fmt(m, s) for m, s in zip(mr, sr)] for mr, sr in
+                          zip(wide_mean.to_numpy(dtype=float), wide_std.to_numpy(dtype=float))],
+                         index=wide_mean.index, columns=wide_mean.columns, dtype=object)
     display = cells.reset_index()
     display.columns = [str(c) for c in display.columns]
     bold = pd.concat(
@@ -131,8 +130,6 @@ def mean_std_table(
          bold_values.reset_index(drop=True)], axis=1,
     )
     numeric = summary[row_keys + [col_key, mean, std]].copy()
-    numeric["best"] = False
-    for _key, group in numeric.groupby(row_keys, dropna=False):
-        target = group[mean].max() if higher_is_better else group[mean].min()
-        numeric.loc[group.index, "best"] = group[mean].eq(target)
+    target = numeric.groupby(row_keys, dropna=False, sort=False)[mean].transform("max" if higher_is_better else "min")
+    numeric["best"] = numeric[mean].eq(target)
     return MeanStdTable(display=display, bold=bold, numeric=numeric)
