@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
 
 
 @pytest.fixture(scope="session")
@@ -10,3 +13,10 @@ def data_root(tmp_path_factory) -> str:
     """A fresh directory used as ``DataConfig.root`` so generated-dataset caches (mnist1d) are
     built once per test session and never read from or written to the user's ~/.cache."""
     return str(tmp_path_factory.mktemp("data-root"))
+
+
+# CI runs property tests on a fixed set of examples (reproducible pass/fail); locally they
+# explore new random examples on every run.
+if os.environ.get("CI"):
+    settings.register_profile("ci", derandomize=True, deadline=None)
+    settings.load_profile("ci")
