@@ -247,7 +247,11 @@ def verdicts(comparison: pd.DataFrame, margin: float = DEFAULT_MARGIN, group_key
             verdict, reason = "no", f"gain ≥ {margin:g} ruled out at {not_better}/{testable} levels"
         else:
             verdict = "inconclusive"
-            reason = f"better at {better}, not better at {not_better}, unclear at {testable - better - not_better} of {testable} levels"
+            unclear = testable - better - not_better
+            parts = [f"CI above 0 at {better}", f"gain ≥ {margin:g} ruled out at {not_better}",
+                     f"unclear at {unclear}"]
+            counts = (better, not_better, unclear)
+            reason = "no majority: " + ", ".join(p for p, n in zip(parts, counts) if n) + f" of {testable} levels"
         rows.append({**dict(zip(group_keys, key)), "levels": len(group), "testable": testable,
                      "better": better, "not_better": not_better,
                      "mean_gain": float(group["diff_mean"].mean()), "verdict": verdict, "reason": reason})
