@@ -244,11 +244,11 @@ def verdicts(comparison: pd.DataFrame, margin: float = DEFAULT_MARGIN, group_key
         elif better * 2 > testable:
             verdict, reason = "yes", f"CI of the gain above 0 at {better}/{testable} levels"
         elif not_better * 2 > testable:
-            verdict, reason = "no", f"gain ≥ {margin:g} ruled out at {not_better}/{testable} levels"
+            verdict, reason = "no", f"gain ≥ {100 * margin:g} pts ruled out at {not_better}/{testable} levels"
         else:
             verdict = "inconclusive"
             unclear = testable - better - not_better
-            parts = [f"CI above 0 at {better}", f"gain ≥ {margin:g} ruled out at {not_better}",
+            parts = [f"CI above 0 at {better}", f"gain ≥ {100 * margin:g} pts ruled out at {not_better}",
                      f"unclear at {unclear}"]
             counts = (better, not_better, unclear)
             reason = "no majority: " + ", ".join(p for p, n in zip(parts, counts) if n) + f" of {testable} levels"
