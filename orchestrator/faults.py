@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 _KILL_AT = os.environ.pop("LTH_TEST_KILL_AT", None)
 
@@ -36,3 +37,27 @@ def kill_point(point: str) -> None:
 def kill_in_write(path: str) -> bool:
     """True if the write of ``path`` should be interrupted (the caller writes half, then ``die()``)."""
     return _KILL_AT is not None and _KILL_AT.startswith("store_write:") and _KILL_AT[len("store_write:"):] in path
+
+
+def session_pids(sid: int) -> list[int]:
+    """Live pids of session ``sid`` (Linux /proc): a driver or a ``ray start`` node with its
+    embedded Ray and the Ray workers, which get process groups of their own but stay in the
+    session. Tests and scripts/chaos.py kill whole sessions they started, never by name."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every live process of session ``sid``."""
+    for pid in session_pids(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -29,31 +29,11 @@ from pathlib import Path
 
 import duckdb
 
+from orchestrator.faults import kill_session, session_pids
+
 TABLES = ("trials", "levels", "metrics", "masks")
 VOLATILE = {"seconds", "host", "device", "attempts", "started_at", "finished_at"}
 LTH = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
-
-
-def session(sid: int) -> list[int]:
-    """Live pids of session ``sid``: a run's driver, its embedded Ray and the Ray workers
-    (which get process groups of their own, but stay in the driver's session)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            out.append(int(stat.parent.name))
-    return out
-
-
-def kill_session(sid: int) -> None:
-    for pid in session(sid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def cmdline(pid: int) -> str:
@@ -111,7 +91,7 @@ def chaos_run(spec: str, store: Path, campaign: str, rng: random.Random, max_kil
                 if proc.poll() is not None or sum(kills.values()) >= max_kills or time.monotonic() - t0 > chaos_seconds:
                     continue
                 action = rng.choice(["unit_worker", "ray_worker", "driver"])
-                ours = set(session(proc.pid))
+                ours = set(session_pids(proc.pid))
                 if action == "unit_worker":
                     pids = [m["pid"] for m in running_units(store, campaign) if m["pid"] in ours]
                 elif action == "ray_worker":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from orchestrator.faults import kill_session, session_pids
 from orchestrator.plan import make_plan
 from orchestrator.spec import load_campaign
 
@@ -55,31 +55,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def session(sid: int) -> list[int]:
-    """Pids of the live processes in session ``sid`` (a node's raylet, agents and Ray workers:
-    workers get process groups of their own but stay in the session)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            out.append(int(stat.parent.name))
-    return out
-
-
-def kill_session(sid: int) -> None:
-    for pid in session(sid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def node_id(sid: int) -> str | None:
     """The Ray node id of the raylet in session ``sid`` (from its command line)."""
-    for pid in session(sid):
+    for pid in session_pids(sid):
         try:
             args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
         except OSError:
@@ -149,7 +127,7 @@ def test_worker_node_killed_mid_campaign_completes_on_head(tmp_path):
                                     and m["status"] == "running"), None),
                       "a unit running on the worker node", 120, driver)
         kill_session(worker.pid)  # the whole worker node: raylet, agents, its Ray workers
-        wait(lambda: not session(worker.pid), "the worker node's processes to exit", 30)
+        wait(lambda: not session_pids(worker.pid), "the worker node's processes to exit", 30)
         out, _ = driver.communicate(timeout=180)
         assert driver.returncode == 0, out
     finally:

@@ -71,7 +71,6 @@ def mask_statistics(
     """One ``MaskLayerStats`` per prunable weight of ``model`` and per BatchNorm layer.
     Entries absent from ``mask`` count as fully kept. ``jaccard_prev`` is None without a
     previous mask; ``travel_pruned`` is None when this level pruned nothing in the layer."""
-    rows: list[MaskLayerStats] = []
     prunable = model.prunable() if hasattr(model, "prunable") else [
         f"{n}.weight" for n, mod in model.named_modules() if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d)
     ]
@@ -82,52 +81,35 @@ def mask_statistics(
         t = m.get(name)
         return torch.ones(like.shape, dtype=torch.bool) if t is None else t.to("cpu", torch.bool)
 
-    for name in prunable:
-        init = init_weights[name].detach().cpu()
-        final = final_weights[name].detach().cpu()
-        m = get(mask, name, init)
-        prev = get(previous_mask, name, init)
+    def row(layer: str, kind: str, weight: str, bias: str | None = None) -> MaskLayerStats:
+        """Stats of tensor ``weight`` (a BN layer: its scale, whose mask is the channel's);
+        ``bias`` given: the fraction of negative final biases among kept channels."""
+        init = init_weights[weight].detach().cpu()
+        final = final_weights[weight].detach().cpu()
+        m = get(mask, weight, init)
+        prev = get(previous_mask, weight, init)
         kept, jac, t_kept, t_pruned, sign, _ = _layer_numbers(m, prev, init, final)
-        rows.append(
-            MaskLayerStats(
-                level=level,
-                layer=name,
-                kind="weight",
-                params=m.numel(),
-                kept=int(kept),
-                density=kept / m.numel(),
-                jaccard_prev=None if prev is None else jac,
-                travel_kept=_opt(t_kept),
-                travel_pruned=_opt(t_pruned),
-                bn_negative_bias_fraction=None,
-                sign_agreement_kept=_opt(sign),
-            )
+        neg = None
+        if bias is not None and kept > 0:
+            neg = ((final_weights[bias].detach().cpu().float() < 0) & m).sum().item() / int(kept)
+        return MaskLayerStats(
+            level=level,
+            layer=layer,
+            kind=kind,
+            params=m.numel(),
+            kept=int(kept),
+            density=kept / m.numel(),
+            jaccard_prev=None if prev is None else jac,
+            travel_kept=_opt(t_kept),
+            travel_pruned=_opt(t_pruned),
+            bn_negative_bias_fraction=neg,
+            sign_agreement_kept=_opt(sign),
         )
 
-    for mod_name, mod in model.named_modules():
-        if not isinstance(mod, nn.modules.batchnorm._BatchNorm) or not mod.affine:
-            continue
-        w_name, b_name = f"{mod_name}.weight", f"{mod_name}.bias"
-        init = init_weights[w_name].detach().cpu()
-        final = final_weights[w_name].detach().cpu()
-        m = get(mask, w_name, init)
-        prev = get(previous_mask, w_name, init)
-        kept, jac, t_kept, t_pruned, sign, _ = _layer_numbers(m, prev, init, final)
-        bias = final_weights[b_name].detach().cpu().float()
-        neg = ((bias < 0) & m).sum().item() / max(int(kept), 1) if kept > 0 else None
-        rows.append(
-            MaskLayerStats(
-                level=level,
-                layer=mod_name,
-                kind="bn",
-                params=m.numel(),
-                kept=int(kept),
-                density=kept / m.numel(),
-                jaccard_prev=None if prev is None else jac,
-                travel_kept=_opt(t_kept),
-                travel_pruned=_opt(t_pruned),
-                bn_negative_bias_fraction=neg,
-                sign_agreement_kept=_opt(sign),
-            )
-        )
+    rows = [row(name, "weight", name) for name in prunable]
+    rows += [
+        row(mod_name, "bn", f"{mod_name}.weight", f"{mod_name}.bias")
+        for mod_name, mod in model.named_modules()
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.affine
+    ]
     return rows
