@@ -8,6 +8,7 @@ from typing import TextIO
 
 from ray import tune
 
+LOG_EVERY_S = 10.0  # not a terminal (logs, CI, pipes): at most one line this often
 
 def _fmt(seconds: float) -> str:
     seconds = int(max(0, seconds))
@@ -29,6 +30,7 @@ class Progress:
         self.started = time.monotonic()
         self._stream = stream
         self._live = self.stream.isatty()
+        self._logged: tuple[float, tuple] | None = None  # (time, (done counts, failed)) last logged
 
     @property
     def stream(self) -> TextIO:
@@ -68,18 +70,28 @@ class Progress:
             parts.append(f"ETA {_fmt((now - self.started) / ran * left)}")
         return " | ".join(parts)
 
-    def show(self) -> None:
-        # On a terminal: rewrite one line in place. In logs / CI: one line per event.
+    def show(self, force: bool = False) -> None:
+        # On a terminal: rewrite one line in place. In logs / CI: a line when something
+        # changed and LOG_EVERY_S passed, or a new failure appeared, or at the end.
         if self._live:
             self.stream.write("\r\033[K" + self.line())
-        else:
-            self.stream.write(self.line() + "\n")
+            self.stream.flush()
+            return
+        now, state = time.monotonic(), (tuple(self.done.values()), self.failed)
+        if self._logged is not None and not force:
+            at, last = self._logged
+            if state == last or (now - at < LOG_EVERY_S and state[1] == last[1]):
+                return
+        self._logged = (now, state)
+        self.stream.write(self.line() + "\n")
         self.stream.flush()
 
     def close(self) -> None:
         if self._live:
             self.stream.write("\n")
             self.stream.flush()
+        elif self._logged is None or self._logged[1] != (tuple(self.done.values()), self.failed):
+            self.show(force=True)
 
 
 class ProgressCallback(tune.Callback):
