@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from trainers.config import DataConfig
+from trainers.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -58,19 +59,9 @@ class RawData:
 
 
 DatasetFn = Callable[[DataConfig], RawData]
-DATASETS: dict[str, DatasetFn] = {}
-
-
-def register_dataset(name: str) -> Callable[[DatasetFn], DatasetFn]:
-    """Decorator: ``@register_dataset("name")`` makes ``DataConfig(dataset="name")`` load it."""
-
-    def deco(fn: DatasetFn) -> DatasetFn:
-        if name in DATASETS:
-            raise ValueError(f"dataset {name!r} is already registered")
-        DATASETS[name] = fn
-        return fn
-
-    return deco
+DATASETS: Registry[DatasetFn] = Registry("dataset")
+# Decorator: ``@register_dataset("name")`` makes ``DataConfig(dataset="name")`` load it.
+register_dataset = DATASETS.register
 
 
 def load_data(cfg: DataConfig, seed: int, device: torch.device | str) -> DataSplits:

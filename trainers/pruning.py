@@ -28,9 +28,10 @@ import torch
 from trainers.config import PruneConfig
 from trainers.masks import Mask, Weights, check_mask
 from trainers.models.base import ChannelGroup, PrunableModel
+from trainers.registry import Registry
 
 PruneFn = Callable[[PrunableModel, Weights, dict[str, float], Mask | None, torch.Generator], Mask]
-PRUNING_METHODS: dict[str, PruneFn] = {}
+PRUNING_METHODS: Registry[PruneFn] = Registry("pruning method")
 # Methods that remove whole channels (need PruneConfig.structure == "structured").
 STRUCTURED_METHODS: set[str] = set()
 
@@ -39,10 +40,10 @@ OUTPUT_ALIAS = "output"
 
 
 def register_pruning(name: str, *, structured: bool = False) -> Callable[[PruneFn], PruneFn]:
+    add = PRUNING_METHODS.register(name)
+
     def deco(fn: PruneFn) -> PruneFn:
-        if name in PRUNING_METHODS:
-            raise ValueError(f"pruning method {name!r} registered twice")
-        PRUNING_METHODS[name] = fn
+        add(fn)
         if structured:
             STRUCTURED_METHODS.add(name)
         return fn

@@ -23,6 +23,7 @@ import torch
 
 from trainers.config import RunSetup
 from trainers.masks import Weights
+from trainers.registry import Registry
 
 if TYPE_CHECKING:  # trajectory imports this module
     from trainers.models.base import PrunableModel
@@ -57,19 +58,11 @@ class ResetStart:
 
 
 ResetFn = Callable[..., ResetStart]
-RESETS: dict[str, ResetFn] = {}
+RESETS: Registry[ResetFn] = Registry("reset mode")
 # Modes that take "@k".
 _TAKES_K = {"rewind"}
-
-
-def register_reset(name: str) -> Callable[[ResetFn], ResetFn]:
-    def deco(fn: ResetFn) -> ResetFn:
-        if name in RESETS:
-            raise ValueError(f"reset mode {name!r} registered twice")
-        RESETS[name] = fn
-        return fn
-
-    return deco
+# Decorator: ``@register_reset("name")`` makes the reset mode usable in campaigns.
+register_reset = RESETS.register
 
 
 def parse_reset(name: str) -> ResetSpec:

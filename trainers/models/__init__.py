@@ -13,21 +13,12 @@ from torch import nn
 
 from trainers.config import ModelConfig
 from trainers.models.base import ChannelGroup, PrunableModel
+from trainers.registry import Registry
 
 Builder = Callable[[dict, tuple[int, ...], int], PrunableModel]
-MODELS: dict[str, Builder] = {}
-
-
-def register_model(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: ``@register_model("name")`` makes ``ModelConfig(arch="name")`` build it."""
-
-    def deco(fn: Builder) -> Builder:
-        if name in MODELS:
-            raise ValueError(f"model {name!r} is already registered")
-        MODELS[name] = fn
-        return fn
-
-    return deco
+MODELS: Registry[Builder] = Registry("model")
+# Decorator: ``@register_model("name")`` makes ``ModelConfig(arch="name")`` build it.
+register_model = MODELS.register
 
 
 def init_weights(model: nn.Module, seed: int) -> None:
