@@ -21,7 +21,7 @@ from typing import Any
 from orchestrator.plan import Plan, Unit
 from orchestrator.schema import AXIS_COLUMNS
 from orchestrator.store import Store
-from trainers.records import LevelSummary, Record
+from trainers.records import LevelSummary, MaskLayerStats, Record
 
 FINISHED = ("done", "diverged")  # a unit with such a marker is never run again
 FINAL = ("done", "diverged", "failed")
@@ -152,35 +152,37 @@ def _level_source(setup, traj_id: str, level: int, dense, store: Store) -> dict:
 
 
 def _run_trajectory(store: Store, campaign: str, unit: Unit, device, levels_done: int, level_done: Callable) -> tuple:
-    from trainers.models import build_model
-    from trainers.stats import mask_statistics
-    from trainers.trajectory import level_masks, retrain
+    """trainers.trajectory.run_trajectory with the driver reset only; after each level its
+    mask + driver weights become an artifact (the resume point) and its rows are written:
+    training rows to the driver's own cells, mask statistics to every cell of the trajectory."""
+    from trainers.trajectory import TrajectoryState, run_trajectory
 
-    setup, uid = unit.setup, unit.unit_id
-    dense = load_dense(store, unit.depends[0])
-    model = build_model(setup.model, dense.input_shape, dense.num_classes, setup.seed)
-    iterative = setup.prune.schedule == "iterative"
-    previous = store.get_tensors(artifact_path(uid, f"L{levels_done}"))["mask"] if levels_done else None
-    status, reason = "done", None
-    for level in range(levels_done + 1, setup.prune.levels + 1):
-        source = _level_source(setup, uid, level, dense, store)
-        mask = level_masks(setup, dense, level, source, previous, model)
-        # as trainers.trajectory.run_trajectory: stats relative to the weights the mask came from
-        stats = mask_statistics(model, level, mask, previous if iterative else None, dense.init, source)
-        records: list[Record] = []
-        result = retrain(setup, level=level, mask=mask, reset=unit.reset, dense=dense, source=source,
-                         device=device, on_record=records.append)
-        store.put_tensors(artifact_path(uid, f"L{level}"), {"mask": _cpu(mask), "driver": _cpu(result.weights)})
-        key = f"{uid}-L{level}"
+    uid = unit.unit_id
+    resume = None
+    if levels_done:
+        saved = store.get_tensors(artifact_path(uid, f"L{levels_done}"))
+        resume = TrajectoryState(levels_done, saved["mask"], saved["driver"])
+    pending: list[Record] = []
+    outcome = ["done", None]
+
+    def on_level(state: TrajectoryState) -> None:
+        store.put_tensors(artifact_path(uid, f"L{state.level}"),
+                          {"mask": _cpu(state.mask), "driver": _cpu(state.driver_weights)})
+        key = f"{uid}-L{state.level}"
+        stats = [r for r in pending if isinstance(r, MaskLayerStats)]
+        training = [r for r in pending if not isinstance(r, MaskLayerStats)]
         if unit.serves:  # the driver's own cells (none when every cell of the trajectory is a branch)
-            store.write_records(campaign, key, uid, unit.serves, records)
+            store.write_records(campaign, key, uid, unit.serves, training)
         store.write_records(campaign, key, uid, unit.mask_serves, stats)
-        level_done(level)
-        previous = mask
-        status, reason = _status_of(records)
-        if status != "done":
-            break  # later masks would come from non-finite weights
-    return status, reason
+        pending.clear()
+        level_done(state.level)
+        status, reason = _status_of(training)
+        if status != "done" and outcome[0] == "done":
+            outcome[:] = [status, reason]
+
+    run_trajectory(unit.setup, [unit.reset], device=device, on_record=pending.append,
+                   dense=load_dense(store, unit.depends[0]), resume=resume, on_level_done=on_level)
+    return tuple(outcome)
 
 
 def _run_branch(store: Store, campaign: str, unit: Unit, device, levels_done: int, level_done: Callable) -> tuple:
