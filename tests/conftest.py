@@ -20,3 +20,16 @@ def data_root(tmp_path_factory) -> str:
 if os.environ.get("CI"):
     settings.register_profile("ci", derandomize=True, deadline=None)
     settings.load_profile("ci")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real local Ray cluster, started once per test module (2 CPUs, as this machine has);
+    yields its GCS address for tests that run ``lth run --address`` in a subprocess."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

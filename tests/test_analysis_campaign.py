@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pyarrow.compute as pc
 import pytest
-import ray
 from click.testing import CliRunner
 
 from analysis import connect, rethinking_lr
@@ -29,14 +28,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, local_ray):
     root = tmp_path_factory.mktemp("an")
     (root / "an.yaml").write_text(CAMPAIGN)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        result = CliRunner().invoke(main, ["run", str(root / "an.yaml"), "--store", str(root / "store")])
-    finally:
-        ray.shutdown()
+    result = CliRunner().invoke(main, ["run", str(root / "an.yaml"), "--store", str(root / "store")])
     assert result.exit_code == 0, result.output
     return Store(root / "store")
 

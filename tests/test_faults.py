@@ -25,7 +25,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-import ray
 from click.testing import CliRunner
 
 from orchestrator.cli import main
@@ -53,15 +52,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def ray_address():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def spec(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("spec") / "faults.yaml"
     path.write_text(CAMPAIGN)
@@ -69,7 +59,7 @@ def spec(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(ray_address, spec, tmp_path_factory) -> dict[str, list[tuple]]:
+def reference(local_ray, spec, tmp_path_factory) -> dict[str, list[tuple]]:
     """Rows of an uninterrupted run."""
     store = tmp_path_factory.mktemp("reference") / "store"
     lth(["run", str(spec), "--store", str(store), "--no-report"])
@@ -145,9 +135,9 @@ def _mid_unit(store: Path, stage: str) -> dict | None:
     return None
 
 
-def test_worker_sigkill_is_retried_and_rows_appear_once(ray_address, spec, reference, tmp_path):
+def test_worker_sigkill_is_retried_and_rows_appear_once(local_ray, spec, reference, tmp_path):
     store = tmp_path / "store"
-    proc = start_driver(spec, store, ray_address)
+    proc = start_driver(spec, store, local_ray)
     try:
         wait_for(proc, lambda: _mid_unit(store, "trajectory") is not None, "a trajectory unit mid-way")
         victim = _mid_unit(store, "trajectory")
@@ -194,10 +184,10 @@ KILL_POINTS = [
 ]
 
 
-def test_driver_sigkills_then_rerun_equals_uninterrupted(ray_address, spec, reference, tmp_path):
+def test_driver_sigkills_then_rerun_equals_uninterrupted(local_ray, spec, reference, tmp_path):
     store = tmp_path / "store"
     for point, kill_at in KILL_POINTS:
-        proc = start_driver(spec, store, ray_address, kill_at)
+        proc = start_driver(spec, store, local_ray, kill_at)
         try:
             if kill_at is None:
                 _kill_mid_stage(proc, store)

@@ -12,7 +12,6 @@ import time
 
 import duckdb
 import pytest
-import ray
 from click.testing import CliRunner
 
 from orchestrator.cli import main
@@ -35,13 +34,6 @@ grid:
 VOLATILE = {"seconds", "host", "device", "attempts", "started_at", "finished_at"}
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def rows(store, table: str) -> list[tuple]:

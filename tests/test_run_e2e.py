@@ -9,7 +9,6 @@ import json
 import duckdb
 import pyarrow.dataset as pds
 import pytest
-import ray
 from click.testing import CliRunner
 
 from orchestrator.cli import main
@@ -32,13 +31,6 @@ grid:
 """
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

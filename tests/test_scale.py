@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import duckdb
 import pytest
-import ray
 
 from orchestrator.execution import families, make_bundles, run_plan
 from orchestrator.plan import STAGES, make_plan
@@ -31,13 +30,6 @@ grid:
 """
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import json
 
 import pyarrow.compute as pc
 import pytest
-import ray
 from click.testing import CliRunner
 
 from orchestrator.cli import main
@@ -45,16 +44,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        root = tmp_path_factory.mktemp("failures")
-        spec = root / "failures.yaml"
-        spec.write_text(CAMPAIGN)
-        store = root / "store"
-        result = CliRunner().invoke(main, ["run", str(spec), "--store", str(store), "--no-report"])
-    finally:
-        ray.shutdown()
+def finished(tmp_path_factory, local_ray):
+    root = tmp_path_factory.mktemp("failures")
+    spec = root / "failures.yaml"
+    spec.write_text(CAMPAIGN)
+    store = root / "store"
+    result = CliRunner().invoke(main, ["run", str(spec), "--store", str(store), "--no-report"])
     plan = make_plan(load_campaign(spec))
     trials = {r["trial_id"]: r for r in Store(str(store)).read_table("trials", "failures").to_pylist()}
     return plan, store, result, trials
