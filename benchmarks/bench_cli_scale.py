@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from any directory
 
 from click.testing import CliRunner  # noqa: E402
+from timing import best_of  # noqa: E402 - benchmarks/timing.py, beside this script
 
 from analysis.synthetic import trial_id, write_bulk  # noqa: E402
 from orchestrator.cli import main  # noqa: E402
@@ -120,15 +121,6 @@ def build_store(root: Path, n_trials: int) -> Store:
     print(f"built {root}: {n_trials} trials, {len(plan['units'])} units/markers, {rows:,} metric rows "
           f"in {time.perf_counter() - t0:.0f} s")
     return store
-
-
-def best_of(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def in_process(args: list[str]) -> None:

@@ -21,6 +21,8 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from any directory
 
+from timing import best_of  # noqa: E402 - benchmarks/timing.py, beside this script
+
 from analysis import connect, rethinking_lr  # noqa: E402
 from analysis.synthetic import write_bulk  # noqa: E402
 from orchestrator import schema  # noqa: E402
@@ -35,15 +37,6 @@ QUERIES = {
     "WHERE split = 'test' GROUP BY ALL",
     "metrics count one campaign": "SELECT count(*), avg(accuracy) FROM metrics WHERE campaign = 'bench'",
 }
-
-
-def timed(fn, repeat: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def native_connection(store: Store) -> duckdb.DuckDBPyConnection:
@@ -72,16 +65,16 @@ def main() -> None:
     print(f"write (real writer): {time.perf_counter() - t0:.1f} s")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a clean store: no bad files
-        t_connect = timed(lambda: connect(store), repeat=1)
-        t_connect_cached = timed(lambda: connect(store))
+        t_connect = best_of(lambda: connect(store), repeat=1)
+        t_connect_cached = best_of(lambda: connect(store))
     con, native = connect(store), native_connection(store)
     print(f"connect (scan footers + views): first {t_connect:.3f} s, again {t_connect_cached:.3f} s")
     print(f"{'query':32s} {'views (s)':>10s} {'read_parquet (s)':>17s} {'ratio':>6s}")
     for name, q in QUERIES.items():
-        a = timed(lambda q=q: con.execute(q).fetchall())
-        b = timed(lambda q=q: native.execute(q).fetchall())
+        a = best_of(lambda q=q: con.execute(q).fetchall())
+        b = best_of(lambda q=q: native.execute(q).fetchall())
         print(f"{name:32s} {a:10.3f} {b:17.3f} {a / b:6.2f}")
-    t_runs = timed(lambda: rethinking_lr.analyse(con, "bench"), repeat=1)
+    t_runs = best_of(lambda: rethinking_lr.analyse(con, "bench"), repeat=1)
     print(f"rethinking_lr.analyse (load_runs + compare + verdicts): {t_runs:.3f} s")
 
 
