@@ -52,7 +52,8 @@ def write_and_print_report(store, campaign: str, out_dir: str | None,
         result = build_report(store, campaign, out_dir or f"reports/{campaign}", margin=margin, on_verdicts=show)
     except ReportError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"report: {result.out_dir / 'report.md'} ({len(result.files)} files)")
+    click.echo(f"report: {result.out_dir / 'report.md'} ({len(result.files)} files; "
+               f"{result.figures_drawn} figure(s) drawn, the others unchanged or from the figure cache)")
 
 
 @click.command()

@@ -4,17 +4,25 @@ Writes ``report.md`` (embedding the tables and figures) plus ``verdicts.{md,tex,
 ``accuracy.{md,tex,csv}``, ``comparison.csv`` (every level, every metric) and the figures as
 ``.png`` and ``.pdf``. ``generic_comparison`` backs ``lth compare`` (any axis).
 
-Rendering the figures (PNG + PDF each) is most of a report's time and does not depend on the
-store's size; a figure whose plotted data, plotting code and matplotlib version are unchanged
-since the last report into the same directory is not drawn again (digests in
-``<out>/.figure-digests.json``), so re-running ``lth report`` stays quick.
+Rendering the figures (PNG + PDF each) is most of a report's time (~0.5 s per figure on one
+core) and does not depend on the store's size. Each figure is identified by a digest of its
+plotted data, its plotting code and matplotlib's version, and is drawn once per machine:
+  * a figure already in ``out_dir`` with the same digest (``<out>/.figure-digests.json``) is kept;
+  * else a figure with that digest in the figure cache is copied — the cache is
+    ``$LTH_FIGURE_CACHE`` or ``${XDG_CACHE_HOME:-~/.cache}/lth-sweep/figures``, shared by every
+    report on the machine, so the report ``lth run`` writes at the end of a campaign makes a
+    later ``lth report --out paper/`` quick; the newest ``FIGURE_CACHE_ENTRIES`` are kept;
+  * else it is drawn, then added to the cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +46,7 @@ class Report:
     verdicts: pd.DataFrame  # display frame printed to the terminal
     problems: list[str]
     files: list[Path] = field(default_factory=list)
+    figures_drawn: int = 0  # figures rendered by this report (the others were kept or copied from the cache)
 
 
 def _display_keys(df: pd.DataFrame) -> list[str]:
@@ -74,8 +83,20 @@ def _rows_digest(frame: pd.DataFrame) -> str:
     return hashlib.sha256(",".join(map(str, frame.columns)).encode() + rows.tobytes()).hexdigest()
 
 
+FIGURE_CACHE_ENTRIES = 400  # figures (a PNG + PDF pair, ~0.2 MB) kept in the shared cache
+
+
+def figure_cache_dir() -> Path:
+    """The machine-wide figure cache (module docstring)."""
+    if os.environ.get("LTH_FIGURE_CACHE"):
+        return Path(os.environ["LTH_FIGURE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lth-sweep" / "figures"
+
+
 class _FigureCache:
-    """Skip redrawing a figure whose inputs are unchanged (see the module docstring)."""
+    """Keep, copy or draw each figure (see the module docstring)."""
+
+    SUFFIXES = (".png", ".pdf")
 
     def __init__(self, out: Path):
         from importlib.metadata import version
@@ -83,33 +104,73 @@ class _FigureCache:
         # matplotlib (~0.7 s to import) is loaded only when a figure must be drawn: the digest
         # needs just plots.py's bytes and matplotlib's version.
         self._plots, self.path = None, out / FIGURE_DIGESTS
+        self.shared = figure_cache_dir()
         plots_file = Path(__file__).with_name("plots.py")
         self.code = hashlib.sha256(plots_file.read_bytes() + version("matplotlib").encode()).hexdigest()
         try:
             self.digests = json.loads(self.path.read_text())
         except (OSError, ValueError):
             self.digests = {}
+        self.added = 0
 
     def draw(self, name: str, frame: pd.DataFrame, base: Path, **kwargs) -> list[Path]:
         """``plots.<name>(frame, base, **kwargs)`` unless its files exist and its inputs are unchanged."""
         digest = hashlib.sha256("\n".join([self.code, name, repr(sorted(kwargs.items())), str(frame.dtypes.to_dict()),
                                            _rows_digest(frame)]).encode()).hexdigest()
-        paths = [base.with_suffix(".png"), base.with_suffix(".pdf")]
+        paths = [base.with_suffix(s) for s in self.SUFFIXES]
         if self.digests.get(base.name) == digest and all(p.exists() for p in paths):
             return paths
         self.digests.pop(base.name, None)
         self._save()  # forget the old digest first: an interrupted redraw is redone next time
-        if self._plots is None:
-            from analysis import plots
+        cached = [self.shared / f"{digest}{s}" for s in self.SUFFIXES]
+        if self._copy(cached, paths):
+            for c in cached:  # a hit counts as recent use for pruning
+                with contextlib.suppress(OSError):
+                    os.utime(c)
+        else:
+            if self._plots is None:
+                from analysis import plots
 
-            self._plots = plots
-        paths = getattr(self._plots, name)(frame, base, **kwargs)
+                self._plots = plots
+            paths = getattr(self._plots, name)(frame, base, **kwargs)
+            self._copy(paths, cached)
+            self.added += 1
         self.digests[base.name] = digest
         self._save()
         return paths
 
+    @staticmethod
+    def _copy(sources: list[Path], targets: list[Path]) -> bool:
+        """Copy each source over its target, each atomically (temp file + rename: a reader never
+        sees half a figure, concurrent reports never collide); False if a source is missing or a
+        copy fails (the cache is an optimisation: an unwritable cache never fails a report)."""
+        try:
+            for src, dst in zip(sources, targets):
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dst.with_name(f".tmp-{uuid.uuid4().hex}-{dst.name}")
+                try:
+                    shutil.copyfile(src, tmp)
+                    os.replace(tmp, dst)
+                finally:
+                    tmp.unlink(missing_ok=True)
+        except OSError:
+            return False
+        return True
+
     def _save(self) -> None:
         self.path.write_text(json.dumps(self.digests, sort_keys=True))
+
+    def prune(self) -> None:
+        """Keep the newest ``FIGURE_CACHE_ENTRIES`` figures of the shared cache (by mtime)."""
+        if not self.added:
+            return
+        try:
+            files = sorted(self.shared.glob("*.png"), key=lambda p: p.stat().st_mtime, reverse=True)
+            for png in files[FIGURE_CACHE_ENTRIES:]:
+                for s in self.SUFFIXES:
+                    png.with_suffix(s).unlink(missing_ok=True)
+        except OSError:  # a concurrent prune removed a file first: nothing to do
+            pass
 
 
 def build_report(
@@ -207,6 +268,8 @@ def build_report(
     md += ["## Figures", ""] + [f"![{cap}]({name})\n" for cap, name in figures]
     md += ["Per-level comparisons of every metric (means, CIs, paired differences, p-values): `comparison.csv`.", ""]
     write("report.md", "\n".join(md))
+    cache.prune()
+    report.figures_drawn = cache.added
     return report
 
 

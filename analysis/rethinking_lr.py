@@ -298,7 +298,7 @@ def analyse(
     """Rewind-vs-reinit comparison, verdicts and per-reset summary of a campaign (or all campaigns)."""
     runs = load_runs(con, campaign) if runs is None else runs
     problems = []
-    resets = set(runs["reset"].astype(str)) if len(runs) else set()
+    resets = set(runs["reset"].astype(str).unique()) if len(runs) else set()  # unique first: 10^5 rows
     if runs.empty:
         problems.append("the store has no level rows" + (f" for campaign {campaign!r}" if campaign else ""))
     for name in (treatment, control):

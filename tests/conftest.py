@@ -1,4 +1,4 @@
-"""Shared fixtures (kept small): a per-session cache root for generated datasets."""
+"""Shared fixtures (kept small): per-session cache roots for generated datasets and figures."""
 
 from __future__ import annotations
 
@@ -13,6 +13,20 @@ def data_root(tmp_path_factory) -> str:
     """A fresh directory used as ``DataConfig.root`` so generated-dataset caches (mnist1d) are
     built once per test session and never read from or written to the user's ~/.cache."""
     return str(tmp_path_factory.mktemp("data-root"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def figure_cache(tmp_path_factory):
+    """Reports drawn by the tests (in-process and by ``lth`` subprocesses, which inherit the
+    environment) share a per-session figure cache, never the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("figure-cache")
+    old = os.environ.get("LTH_FIGURE_CACHE")
+    os.environ["LTH_FIGURE_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("LTH_FIGURE_CACHE", None)
+    else:
+        os.environ["LTH_FIGURE_CACHE"] = old
 
 
 # CI runs property tests on a fixed set of examples (reproducible pass/fail); locally they

@@ -105,3 +105,45 @@ def test_report_redraws_only_changed_figures(tmp_path):
     assert {"accuracy_digits_lenet.png", "accuracy_digits_lenet.pdf"} <= redrawn
     assert not redrawn & {"accuracy_digits_mlp.png", "accuracy_digits_mlp.pdf"}
     assert set(json.loads((out / FIGURE_DIGESTS).read_text())) >= {"accuracy_digits_mlp", "accuracy_digits_lenet"}
+
+
+def test_figures_are_drawn_once_per_machine(tmp_path, monkeypatch):
+    """A report into a new directory copies figures with the same data from the shared figure
+    cache instead of drawing them; an unusable cache never fails a report; the cache is pruned."""
+    from analysis import report as report_mod
+    from analysis.synthetic import write_campaign
+
+    cache = tmp_path / "figure-cache"
+    monkeypatch.setenv("LTH_FIGURE_CACHE", str(cache))
+    store = Store(str(tmp_path / "store"))
+    cells = [dict(dataset="digits", arch=arch, structure="unstructured", schedule="iterative", lr=0.1)
+             for arch in ("mlp", "lenet")]
+    write_campaign(store, "fc", cells, lambda c, r, lv, s: 0.9 - 0.01 * lv + 0.002 * s, seeds=(0, 1), levels=2)
+
+    first = report_mod.build_report(store, "fc", tmp_path / "a")
+    figures = sorted(p.name for p in first.files if p.suffix in (".png", ".pdf"))
+    assert first.figures_drawn == len(figures) // 2 >= 3
+    assert len(list(cache.glob("*.png"))) == len(list(cache.glob("*.pdf"))) == first.figures_drawn
+    second = report_mod.build_report(store, "fc", tmp_path / "b")
+    assert second.figures_drawn == 0
+    for name in figures:  # copies, byte for byte (a PDF redrawn would carry a new creation date)
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
+    assert not list((tmp_path / "b").glob(".tmp-*"))
+
+    # a cache that cannot be used (a file where the directory should be): figures drawn, no error
+    monkeypatch.setenv("LTH_FIGURE_CACHE", str(tmp_path / "store" / "not-a-dir" / "x"))
+    (tmp_path / "store" / "not-a-dir").write_text("a file")
+    third = report_mod.build_report(store, "fc", tmp_path / "c")
+    assert third.figures_drawn == first.figures_drawn
+    assert sorted(p.name for p in third.files if p.suffix in (".png", ".pdf")) == figures
+
+    # new accuracies: the two accuracy figures are drawn, the mask figures (same data) copied;
+    # pruning keeps the most recently used entries: with room for 2, two of this report's figures
+    monkeypatch.setenv("LTH_FIGURE_CACHE", str(cache))
+    monkeypatch.setattr(report_mod, "FIGURE_CACHE_ENTRIES", 2)
+    write_campaign(store, "fc", cells, lambda c, r, lv, s: 0.8 - 0.01 * lv + 0.002 * s, seeds=(0, 1), levels=2)
+    fourth = report_mod.build_report(store, "fc", tmp_path / "d")
+    assert fourth.figures_drawn == len(cells)
+    assert len(list(cache.glob("*.png"))) == len(list(cache.glob("*.pdf"))) == 2
+    used = set(json.loads((tmp_path / "d" / report_mod.FIGURE_DIGESTS).read_text()).values())
+    assert {p.stem for p in cache.glob("*.png")} < used
