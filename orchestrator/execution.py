@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ from orchestrator.progress import Progress, ProgressCallback
 from orchestrator.spec import Campaign
 from orchestrator.store import Store
 from orchestrator.units import (
+    FINAL,
     FINISHED,
     cell_state,
     marker_path,
@@ -141,7 +143,8 @@ def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, stor
         os.chdir(cwd)
     torch.set_num_threads(threads)  # the trial's CPU share, not every core of the node
     store, campaign = Store(store_uri), plan.campaign
-    node = ray.get_runtime_context().get_node_id()
+    context = ray.get_runtime_context()
+    node, actor = context.get_node_id(), context.get_actor_id()
     done = dict.fromkeys(STAGES, 0)
     errors: list[str] = []
     started = last = time.monotonic()
@@ -153,7 +156,7 @@ def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, stor
                 if not runnable(store, campaign, unit)[0]:
                     continue  # blocked: left for the driver to report
                 try:
-                    run_unit(store, campaign, unit, node=node)
+                    run_unit(store, campaign, unit, node=node, actor=actor)
                 except Exception as e:  # noqa: BLE001 - recorded in the unit's marker; retried via Tune
                     errors.append(f"{unit.unit_id}: {type(e).__name__}: {e}")
                     continue
@@ -327,6 +330,44 @@ class _Runner:
         self.rows_written: set[str] = set()  # trial ids whose rows a successful bundle wrote
 
     def __call__(self, bundles: list[tuple[str, ...]], name: str) -> None:
+        """Run ``bundles`` to completion. When Ray's memory monitor kills a trial's worker,
+        Tune (2.60) does not treat it as a trial failure but aborts the whole run
+        (``RuntimeError`` from an ``OutOfMemoryError``); then the killed units are charged an
+        attempt (failed after ``max_failures`` retries, as for any crash) and a new run
+        continues with the unfinished bundles: one unit that needs too much memory never
+        stops the campaign."""
+        for restart in itertools.count():
+            try:
+                self._fit(bundles, name if restart == 0 else f"{name}-oom{restart}")
+                return
+            except RuntimeError as e:
+                oom = _out_of_memory(e)
+                if oom is None:
+                    raise
+            bundles = self._after_oom(bundles, oom)
+            if not bundles:
+                return
+
+    def _after_oom(self, bundles: list[tuple[str, ...]], oom: BaseException) -> list[tuple[str, ...]]:
+        """Charge the units Ray killed (their actors are named in the error; if none is, every
+        unit still marked running) and return the bundles that still have work."""
+        campaign, limit = self.plan.campaign, self.campaign.spec.max_failures + 1
+        victims = set(re.findall(r"Selected to kill: \(Actor\(([0-9a-f]+)\)", str(oom)))
+        running = {uid: m for b in bundles for uid in b
+                   if (m := read_marker(self.store, campaign, uid) or {}).get("status") == "running"}
+        killed = {uid: m for uid, m in running.items() if m.get("actor") in victims} or running
+        reason = "killed by Ray's memory monitor: the node ran out of memory"
+        for uid, m in killed.items():
+            m["reason"] = f"{reason} (attempt {m.get('attempts', 1)})"
+            if int(m.get("attempts", 1)) >= limit:
+                m.update(status="failed", finished_at=_iso_now())
+            self.store.put_json(marker_path(campaign, uid), m)
+        # without their finished and failed units (a bundle would run a failed unit again)
+        left = [tuple(uid for uid in b if (read_marker(self.store, campaign, uid) or {}).get("status") not in FINAL)
+                for b in bundles]
+        return [b for b in left if any(runnable(self.store, campaign, self.plan.units[uid])[0] for uid in b)]
+
+    def _fit(self, bundles: list[tuple[str, ...]], name: str) -> None:
         spec = self.campaign.spec
         res = spec.resources
         self.trials += len(bundles)
@@ -373,6 +414,17 @@ class _Runner:
             reason = m.get("reason") or ("not run: its bundle gave up after " + _short(error))
             m.update(status="failed", reason=reason, finished_at=_iso_now())
             self.store.put_json(marker_path(campaign, uid), m)
+
+
+def _out_of_memory(err: BaseException) -> BaseException | None:
+    """The ``ray.exceptions.OutOfMemoryError`` behind ``err`` (its causes / contexts), if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ray.exceptions.OutOfMemoryError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _short(err: BaseException) -> str:

@@ -58,8 +58,10 @@ def runnable(store: Store, campaign: str, unit: Unit) -> tuple[bool, str | None]
     return True, None
 
 
-def run_unit(store: Store, campaign: str, unit: Unit, *, node: str | None = None) -> dict:
-    """Run one unit unless already finished; return its final marker."""
+def run_unit(store: Store, campaign: str, unit: Unit, *, node: str | None = None, actor: str | None = None) -> dict:
+    """Run one unit unless already finished; return its final marker. ``node`` / ``actor``: the
+    Ray node and actor running it, kept in the marker (a unit whose actor Ray kills for want of
+    memory is found by its actor id, see ``execution``)."""
     import torch
 
     from trainers.device import pick_device
@@ -76,6 +78,7 @@ def run_unit(store: Store, campaign: str, unit: Unit, *, node: str | None = None
         "attempts": int(old.get("attempts", 0)) + 1,
         "host": socket.gethostname(),
         "node": node,
+        "actor": actor,
         "device": str(device),
         "levels_done": int(old.get("levels_done", 0)),
         "started_at": old.get("started_at") or _now(),
