@@ -335,8 +335,11 @@ class _Runner:
         (``RuntimeError`` from an ``OutOfMemoryError``); then the killed units are charged an
         attempt (failed after ``max_failures`` retries, as for any crash) and a new run
         continues with the unfinished bundles: one unit that needs too much memory never
-        stops the campaign."""
+        stops the campaign. Runs in a row that change no unit's marker (kills between units)
+        end it after ``max_failures`` restarts, with the error."""
+        stalls = 0
         for restart in itertools.count():
+            before = self._progress(bundles)
             try:
                 self._fit(bundles, name if restart == 0 else f"{name}-oom{restart}")
                 return
@@ -344,18 +347,28 @@ class _Runner:
                 oom = _out_of_memory(e)
                 if oom is None:
                     raise
+                stalls = stalls + 1 if self._progress(bundles) == before else 0
+                if stalls > self.campaign.spec.max_failures:
+                    raise
             bundles = self._after_oom(bundles, oom)
             if not bundles:
                 return
 
+    def _progress(self, bundles: list[tuple[str, ...]]) -> list[tuple]:
+        """(unit, status, attempts, levels done) of every unit of ``bundles``: what a run changes."""
+        markers = {uid: read_marker(self.store, self.plan.campaign, uid) or {} for b in bundles for uid in b}
+        return sorted((uid, m.get("status"), m.get("attempts"), m.get("levels_done")) for uid, m in markers.items())
+
     def _after_oom(self, bundles: list[tuple[str, ...]], oom: BaseException) -> list[tuple[str, ...]]:
-        """Charge the units Ray killed (their actors are named in the error; if none is, every
-        unit still marked running) and return the bundles that still have work."""
+        """Charge the units Ray killed and return the bundles that still have work. The killed
+        actors are named in the error; a unit is charged if it is marked running under one of
+        them (an actor killed between units charges none); if the error names no actor (another
+        Ray version's message), every unit still marked running is charged."""
         campaign, limit = self.plan.campaign, self.campaign.spec.max_failures + 1
         victims = set(re.findall(r"Selected to kill: \(Actor\(([0-9a-f]+)\)", str(oom)))
         running = {uid: m for b in bundles for uid in b
                    if (m := read_marker(self.store, campaign, uid) or {}).get("status") == "running"}
-        killed = {uid: m for uid, m in running.items() if m.get("actor") in victims} or running
+        killed = {uid: m for uid, m in running.items() if m.get("actor") in victims} if victims else running
         reason = "killed by Ray's memory monitor: the node ran out of memory"
         for uid, m in killed.items():
             m["reason"] = f"{reason} (attempt {m.get('attempts', 1)})"

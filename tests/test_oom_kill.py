@@ -10,6 +10,8 @@ it, the healthy cell needs ~0.3 GB. Expected: the campaign completes, the big ce
 *failed* after ``max_failures`` retries with a reason naming the memory monitor, the healthy
 cell's rows are complete and unique, ``lth status`` shows it all.
 
+The charging rule itself (which units a kill costs an attempt) is also tested directly, fast.
+
 One trial at a time (``--max-concurrent 1``): the monitor kills the most recently started
 task, so with two running it could pick the healthy one first (which is then retried).
 """
@@ -24,9 +26,12 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
+from orchestrator.execution import _out_of_memory, _Runner
 from orchestrator.plan import make_plan
+from orchestrator.progress import Progress
 from orchestrator.spec import load_campaign
 from orchestrator.store import Store
+from orchestrator.units import marker_path, read_marker
 
 MAX_FAILURES = 1
 HEADROOM_GIB = 2.5  # above the use before the run: Ray's own processes take ~1.2 GiB of it
@@ -45,7 +50,6 @@ grid:
 """
 LTH = str(Path(sys.executable).with_name("lth"))
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def kill_threshold() -> float:
@@ -56,7 +60,7 @@ def kill_threshold() -> float:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory):  # used by the slow tests only
     root = tmp_path_factory.mktemp("oom")
     spec = root / "oom.yaml"
     spec.write_text(CAMPAIGN)
@@ -74,6 +78,8 @@ def big(cell) -> bool:
     return cell.axes["model.options.widths"][0] > 10**6
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_campaign_completes_with_the_big_cell_failed(finished):
     plan, _, run, trials = finished
     assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]  # a failed cell, but completed
@@ -90,6 +96,8 @@ def test_campaign_completes_with_the_big_cell_failed(finished):
             assert row["status"] == "done" and row["reason"] is None, row
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_healthy_rows_complete_and_unique(finished):
     plan, store, _, _ = finished
     healthy = next(c for c in plan.cells if not big(c))
@@ -99,6 +107,8 @@ def test_healthy_rows_complete_and_unique(finished):
     assert set(levels["trial_id"].to_pylist()) == {healthy.trial_id}  # the killed cell wrote nothing
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_status_shows_the_killed_cell(finished):
     plan, store, _, trials = finished
     out = subprocess.run([LTH, "status", "oom", "--store", str(store)], capture_output=True, text=True, timeout=60)
@@ -107,3 +117,67 @@ def test_status_shows_the_killed_cell(finished):
     assert "running 0" in out.stdout and "driver: finished" in out.stdout
     failed = next(c.trial_id for c in plan.cells if big(c))
     assert f"failed cell {failed}: {trials[failed]['reason']}" in out.stdout
+
+
+def _runner(tmp_path, max_failures: int = 1):
+    spec = tmp_path / "oom.yaml"
+    spec.write_text(CAMPAIGN.replace(f"max_failures: {MAX_FAILURES}", f"max_failures: {max_failures}"))
+    campaign = load_campaign(spec)
+    plan = make_plan(campaign)
+    store = Store(str(tmp_path / "store"))
+    runner = _Runner(plan, store, campaign, str(tmp_path / "ray"), None, Progress({}, stream=open(os.devnull, "w")))
+    return runner, plan, store
+
+
+def _mark(store, plan, uid, status, attempts, actor):
+    store.put_json(marker_path(plan.campaign, uid), {"unit_id": uid, "stage": plan.units[uid].stage,
+                                                     "status": status, "attempts": attempts, "actor": actor})
+
+
+def test_memory_kill_charges_the_named_actor_only(tmp_path):
+    """The error names the killed actor: only the unit running under it is charged; at
+    ``max_failures + 1`` attempts it is failed and leaves its bundle (with its dependants)."""
+    runner, plan, store = _runner(tmp_path)
+    dense = [u.unit_id for u in plan.stage("dense")]
+    traj = {u.depends[0]: u.unit_id for u in plan.stage("trajectory")}
+    victim, bystander = dense
+    _mark(store, plan, victim, "running", 1, "aa11")
+    _mark(store, plan, bystander, "running", 1, "bb22")
+    bundles = [(victim, traj[victim]), (bystander, traj[bystander])]
+    message = ("1 worker(s) were killed due to the node running low on memory.\n"
+               "Selected to kill: (Actor(aa11): job ID=01000000, task name=ImplicitFunc.__init__)")
+    left = runner._after_oom(bundles, Exception(message))
+    assert "memory monitor" in read_marker(store, plan.campaign, victim)["reason"]
+    assert read_marker(store, plan.campaign, victim)["status"] == "running"  # attempt 1 of 2: retried
+    assert read_marker(store, plan.campaign, bystander).get("reason") is None  # not charged
+    assert left == bundles
+    _mark(store, plan, victim, "running", 2, "cc33")  # the retry, killed again
+    left = runner._after_oom(bundles, Exception(message.replace("aa11", "cc33")))
+    assert read_marker(store, plan.campaign, victim)["status"] == "failed"
+    assert left == [(bystander, traj[bystander])]  # the failed unit's bundle has nothing runnable left
+    # an actor killed between units (none of its units running) charges nobody
+    runner._after_oom(left, Exception(message.replace("aa11", "dd44")))
+    assert read_marker(store, plan.campaign, bystander).get("reason") is None
+
+
+def test_memory_kill_without_an_actor_name_charges_every_running_unit(tmp_path):
+    runner, plan, store = _runner(tmp_path, max_failures=0)
+    dense = [u.unit_id for u in plan.stage("dense")]
+    for uid in dense:
+        _mark(store, plan, uid, "running", 1, None)
+    assert runner._after_oom([tuple(dense)], Exception("out of memory")) == []
+    assert {read_marker(store, plan.campaign, uid)["status"] for uid in dense} == {"failed"}
+
+
+def test_out_of_memory_is_found_behind_tunes_runtime_error():
+    import ray
+
+    oom = ray.exceptions.OutOfMemoryError("node low on memory")
+    try:
+        try:
+            raise oom
+        except Exception as e:
+            raise RuntimeError(f"Caught unexpected exception: {e}") from e
+    except RuntimeError as wrapped:
+        assert _out_of_memory(wrapped) is oom
+    assert _out_of_memory(RuntimeError("something else")) is None
