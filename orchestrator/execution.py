@@ -335,11 +335,10 @@ class _Runner:
         (``RuntimeError`` from an ``OutOfMemoryError``); then the killed units are charged an
         attempt (failed after ``max_failures`` retries, as for any crash) and a new run
         continues with the unfinished bundles: one unit that needs too much memory never
-        stops the campaign. Runs in a row that change no unit's marker (kills between units)
+        stops the campaign. Kills in a row that charge no unit (an actor killed between units)
         end it after ``max_failures`` restarts, with the error."""
         stalls = 0
         for restart in itertools.count():
-            before = self._progress(bundles)
             try:
                 self._fit(bundles, name if restart == 0 else f"{name}-oom{restart}")
                 return
@@ -347,20 +346,16 @@ class _Runner:
                 oom = _out_of_memory(e)
                 if oom is None:
                     raise
-                stalls = stalls + 1 if self._progress(bundles) == before else 0
+                bundles, charged = self._after_oom(bundles, oom)
+                stalls = 0 if charged else stalls + 1
                 if stalls > self.campaign.spec.max_failures:
                     raise
-            bundles = self._after_oom(bundles, oom)
             if not bundles:
                 return
 
-    def _progress(self, bundles: list[tuple[str, ...]]) -> list[tuple]:
-        """(unit, status, attempts, levels done) of every unit of ``bundles``: what a run changes."""
-        markers = {uid: read_marker(self.store, self.plan.campaign, uid) or {} for b in bundles for uid in b}
-        return sorted((uid, m.get("status"), m.get("attempts"), m.get("levels_done")) for uid, m in markers.items())
-
-    def _after_oom(self, bundles: list[tuple[str, ...]], oom: BaseException) -> list[tuple[str, ...]]:
-        """Charge the units Ray killed and return the bundles that still have work. The killed
+    def _after_oom(self, bundles: list[tuple[str, ...]], oom: BaseException) -> tuple[list[tuple[str, ...]], int]:
+        """Charge the units Ray killed; return the bundles that still have work and how many
+        units were charged. The killed
         actors are named in the error; a unit is charged if it is marked running under one of
         them (an actor killed between units charges none); if the error names no actor (another
         Ray version's message), every unit still marked running is charged."""
@@ -378,7 +373,7 @@ class _Runner:
         # without their finished and failed units (a bundle would run a failed unit again)
         left = [tuple(uid for uid in b if (read_marker(self.store, campaign, uid) or {}).get("status") not in FINAL)
                 for b in bundles]
-        return [b for b in left if any(runnable(self.store, campaign, self.plan.units[uid])[0] for uid in b)]
+        return [b for b in left if any(runnable(self.store, campaign, self.plan.units[uid])[0] for uid in b)], len(killed)
 
     def _fit(self, bundles: list[tuple[str, ...]], name: str) -> None:
         spec = self.campaign.spec

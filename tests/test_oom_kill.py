@@ -146,17 +146,18 @@ def test_memory_kill_charges_the_named_actor_only(tmp_path):
     bundles = [(victim, traj[victim]), (bystander, traj[bystander])]
     message = ("1 worker(s) were killed due to the node running low on memory.\n"
                "Selected to kill: (Actor(aa11): job ID=01000000, task name=ImplicitFunc.__init__)")
-    left = runner._after_oom(bundles, Exception(message))
+    left, charged = runner._after_oom(bundles, Exception(message))
+    assert charged == 1
     assert "memory monitor" in read_marker(store, plan.campaign, victim)["reason"]
     assert read_marker(store, plan.campaign, victim)["status"] == "running"  # attempt 1 of 2: retried
     assert read_marker(store, plan.campaign, bystander).get("reason") is None  # not charged
     assert left == bundles
     _mark(store, plan, victim, "running", 2, "cc33")  # the retry, killed again
-    left = runner._after_oom(bundles, Exception(message.replace("aa11", "cc33")))
+    left, _ = runner._after_oom(bundles, Exception(message.replace("aa11", "cc33")))
     assert read_marker(store, plan.campaign, victim)["status"] == "failed"
     assert left == [(bystander, traj[bystander])]  # the failed unit's bundle has nothing runnable left
     # an actor killed between units (none of its units running) charges nobody
-    runner._after_oom(left, Exception(message.replace("aa11", "dd44")))
+    assert runner._after_oom(left, Exception(message.replace("aa11", "dd44"))) == (left, 0)
     assert read_marker(store, plan.campaign, bystander).get("reason") is None
 
 
@@ -165,7 +166,7 @@ def test_memory_kill_without_an_actor_name_charges_every_running_unit(tmp_path):
     dense = [u.unit_id for u in plan.stage("dense")]
     for uid in dense:
         _mark(store, plan, uid, "running", 1, None)
-    assert runner._after_oom([tuple(dense)], Exception("out of memory")) == []
+    assert runner._after_oom([tuple(dense)], Exception("out of memory")) == ([], len(dense))
     assert {read_marker(store, plan.campaign, uid)["status"] for uid in dense} == {"failed"}
 
 
