@@ -253,6 +253,8 @@ def run_plan(
             layout = "families" if len(fams) >= 2 * summary.slots else "staged"
         summary.layout = layout
         progress = Progress({s: len(plan.stage(s)) for s in STAGES}, stream=progress_stream)
+        if layout == "families":
+            progress.label = "all stages"  # from the first line on (staged: the stage's name)
         finished = {uid for uid, m in before.items() if m.get("status") in FINISHED}
         progress.begin(skipped={s: sum(u.unit_id in finished for u in plan.stage(s)) for s in STAGES})
         storage = store.uri.rstrip("/") + "/_ray"
@@ -264,7 +266,6 @@ def run_plan(
         faults.kill_point("before_first_trial")  # test hook (LTH_TEST_KILL_AT), orchestrator/faults.py
         if layout == "families":
             if fams:
-                progress.label = "all stages"
                 run.write_rows = True
                 run(make_bundles(fams, summary.slots), f"{plan.campaign}-{time.strftime('%Y%m%d-%H%M%S')}")
         else:
