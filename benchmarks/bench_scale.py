@@ -33,7 +33,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +43,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from any directory
+
+from orchestrator.faults import kill_session  # noqa: E402
 
 
 def one(spec_path: str, layout: str, num_cpus: int | None, address: str | None = None) -> dict:
@@ -109,7 +111,7 @@ def running_cluster(num_cpus: int):
                        capture_output=True)
         yield address, env
     finally:
-        os.killpg(head.pid, signal.SIGKILL)  # the whole session: GCS, raylet, agents, workers
+        kill_session(head.pid)  # the whole session (GCS, raylet, agents, workers), as the tests do
         head.wait()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
