@@ -2,7 +2,7 @@
 for execution layouts measured side by side in one invocation.
 
     .venv/bin/python benchmarks/bench_scale.py [CAMPAIGN.yaml] [--seeds N] [--layouts auto,units]
-                                               [--ray embedded,running]
+                                               [--ray embedded,running] [--fit-seeds M]
 
 Default campaign: campaigns/scale_1000.yaml (1,000 tiny units). ``--seeds N`` keeps the
 first N seeds (a smaller campaign of the same shape). Each layout runs in its own fresh
@@ -12,6 +12,11 @@ Python process (so Ray start-up and the driver's peak RSS are its own) into a fr
     overhead  = wall / ideal                       (wall includes Ray start-up)
     per unit  = (wall x slots - unit compute) / units   seconds of a slot lost per unit
     driver    = peak RSS of the driver process (ru_maxrss)
+
+``--fit-seeds M`` also runs the first M seeds (same shape, fewer units) and fits
+``wall = fixed + marginal x ideal`` through the two sizes: the fixed cost (Ray start and stop,
+trial actors starting and importing torch) and the overhead every further second of unit
+compute brings, i.e. from which campaign size a mode stays within 1.3x of ideal.
 
 Ray (``--ray``, each measured in the same invocation when both are given):
 ``embedded`` — what ``lth run`` does on a laptop: wall runs from starting Ray to its shutdown;
@@ -116,10 +121,29 @@ def running_cluster(num_cpus: int):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def _campaign_file(spec: dict, seeds: int | None, tmp: str, fallback: str) -> str:
+    """The campaign with only its first ``seeds`` seeds (a file in ``tmp``), or ``fallback`` as is."""
+    if not seeds:
+        return fallback
+    path = Path(tmp) / f"campaign-{seeds}.yaml"
+    path.write_text(yaml.safe_dump({**spec, "seeds": spec["seeds"][:seeds]}))
+    return str(path)
+
+
+def _fixed_and_marginal(big: dict, small: dict) -> tuple[float, float]:
+    """Split wall time into a fixed cost and a marginal overhead from two campaign sizes:
+    wall = fixed + marginal x ideal, through both points (same Ray mode and layout)."""
+    ideal_big, ideal_small = big["compute"] / big["slots"], small["compute"] / small["slots"]
+    marginal = (big["wall"] - small["wall"]) / (ideal_big - ideal_small)
+    return big["wall"] - marginal * ideal_big, marginal
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("campaign", nargs="?", default=str(ROOT / "campaigns" / "scale_1000.yaml"))
     ap.add_argument("--seeds", type=int, default=None, help="keep only the first N seeds")
+    ap.add_argument("--fit-seeds", type=int, default=None,
+                    help="also run the first N seeds and split wall time into fixed cost + marginal overhead")
     ap.add_argument("--layouts", default="auto", help="comma-separated: auto, families, staged, units")
     ap.add_argument("--num-cpus", type=int, default=2, help="embedded Ray size (default 2)")
     ap.add_argument("--ray", default="embedded,running", help="comma-separated: embedded, running (see above)")
@@ -130,27 +154,32 @@ def main() -> None:
         print(json.dumps(one(args.campaign, args.one, args.num_cpus, args.address)))
         return
     spec = yaml.safe_load(Path(args.campaign).read_text())
+    if args.fit_seeds and args.fit_seeds >= len(spec["seeds"][: args.seeds]):
+        sys.exit(f"--fit-seeds {args.fit_seeds}: must be fewer than the campaign's {len(spec['seeds'][: args.seeds])} seeds")
     with tempfile.TemporaryDirectory(prefix="lth-scale-spec-") as tmp:
-        path = args.campaign
-        if args.seeds:
-            spec["seeds"] = spec["seeds"][: args.seeds]
-            path = str(Path(tmp) / "campaign.yaml")
-            Path(path).write_text(yaml.safe_dump(spec))
-        rows = []
+        sizes = {"full": _campaign_file(spec, args.seeds, tmp, args.campaign)}
+        if args.fit_seeds:
+            sizes["small"] = _campaign_file(spec, args.fit_seeds, tmp, args.campaign)
+        rows, small = [], {}
         for mode in args.ray.split(","):
             if mode not in ("embedded", "running"):
                 sys.exit(f"--ray: expected embedded or running, got {mode!r}")
             for layout in args.layouts.split(","):
-                child = [sys.executable, __file__, path, "--one", layout, "--num-cpus", str(args.num_cpus)]
-                if mode == "embedded":
-                    rows.append(_child(child, {}))
-                else:
-                    with running_cluster(args.num_cpus) as (address, env):
-                        rows.append(_child([*child, "--address", address], env))
+                for size, path in sizes.items():
+                    child = [sys.executable, __file__, path, "--one", layout, "--num-cpus", str(args.num_cpus)]
+                    if mode == "embedded":
+                        row = _child(child, {})
+                    else:
+                        with running_cluster(args.num_cpus) as (address, env):
+                            row = _child([*child, "--address", address], env)
+                    if size == "full":
+                        rows.append(row)
+                    else:  # keyed as the full run's row is found below ("auto" resolves to a layout)
+                        small[(row["ray"], row["layout"])] = row
     print(f"campaign {spec['name']} ({args.campaign}{f', first {args.seeds} seeds' if args.seeds else ''})")
     print(f"{'ray':>8} {'layout':>9} {'units':>6} {'trials':>6} {'slots':>5} {'ray up':>7} {'wall s':>8} {'compute s':>9} "
           f"{'ideal s':>8} {'overhead':>8} {'per unit':>9} {'driver MB':>9}  cells")
-    for r in rows:
+    for r in [*rows, *small.values()]:
         ideal = r["compute"] / r["slots"]
         per_unit = (r["wall"] * r["slots"] - r["compute"]) / max(1, r["units"])
         print(f"{r['ray']:>8} {r['layout']:>9} {r['units']:>6} {r['bundles']:>6} {r['slots']:>5} {r['ray_start']:>7.1f} "
@@ -160,6 +189,14 @@ def main() -> None:
         phases = ", ".join(f"{k} {v:.1f}s" for k, v in r["phases"].items())
         print(f"{r['ray']:>8} {r['layout']:>9}: driver phases {phases}; inside trials {r['bundle_s']:.1f}s "
               f"(unit compute {r['compute']:.1f}s)")
+    for r in rows:
+        if (r["ray"], r["layout"]) in small:
+            fixed, marginal = _fixed_and_marginal(r, small[(r["ray"], r["layout"])])
+            reach = ("never" if marginal >= 1.3 else "any size" if fixed <= 0
+                     else f"{fixed / (1.3 - marginal):.0f} s")
+            print(f"{r['ray']:>8} {r['layout']:>9}: wall = {fixed:.1f} s fixed + {marginal:.2f} x ideal "
+                  f"(fit of {args.fit_seeds} vs {len(spec['seeds'][: args.seeds])} seeds); "
+                  f"<= 1.3x ideal from an ideal of {reach}")
     if len(rows) > 1:
         base = rows[0]
         for r in rows[1:]:
