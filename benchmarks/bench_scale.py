@@ -154,8 +154,9 @@ def main() -> None:
         print(json.dumps(one(args.campaign, args.one, args.num_cpus, args.address)))
         return
     spec = yaml.safe_load(Path(args.campaign).read_text())
-    if args.fit_seeds and args.fit_seeds >= len(spec["seeds"][: args.seeds]):
-        sys.exit(f"--fit-seeds {args.fit_seeds}: must be fewer than the campaign's {len(spec['seeds'][: args.seeds])} seeds")
+    n_seeds = len(spec["seeds"][: args.seeds])
+    if args.fit_seeds and args.fit_seeds >= n_seeds:
+        sys.exit(f"--fit-seeds {args.fit_seeds}: must be fewer than the campaign's {n_seeds} seeds")
     with tempfile.TemporaryDirectory(prefix="lth-scale-spec-") as tmp:
         sizes = {"full": _campaign_file(spec, args.seeds, tmp, args.campaign)}
         if args.fit_seeds:
@@ -195,7 +196,7 @@ def main() -> None:
             reach = ("never" if marginal >= 1.3 else "any size" if fixed <= 0
                      else f"{fixed / (1.3 - marginal):.0f} s")
             print(f"{r['ray']:>8} {r['layout']:>9}: wall = {fixed:.1f} s fixed + {marginal:.2f} x ideal "
-                  f"(fit of {args.fit_seeds} vs {len(spec['seeds'][: args.seeds])} seeds); "
+                  f"(fit of {args.fit_seeds} vs {n_seeds} seeds); "
                   f"<= 1.3x ideal from an ideal of {reach}")
     if len(rows) > 1:
         base = rows[0]
