@@ -124,31 +124,8 @@ def family_cells(units) -> set[str]:
     return {t for u in units for t in (*u.serves, *u.mask_serves)}
 
 
-class PickledPlan:
-    """The plan as bytes plus their digest, for ``tune.with_parameters``: a reused trial actor
-    runs many bundles, and each trial would unpickle the plan again (15 ms for the 0.5 MB of
-    a 1,000-unit plan on an idle core); ``load`` unpickles once per process and digest."""
-
-    _cache: tuple[str, Plan] | None = None  # (digest, plan) of the last plan loaded in this process
-
-    def __init__(self, plan: Plan):
-        import hashlib
-        import pickle
-
-        self.data = pickle.dumps(plan, protocol=pickle.HIGHEST_PROTOCOL)
-        self.digest = hashlib.sha256(self.data).hexdigest()
-
-    def load(self) -> Plan:
-        import pickle
-
-        cached = PickledPlan._cache
-        if cached is None or cached[0] != self.digest:
-            cached = PickledPlan._cache = (self.digest, pickle.loads(self.data))
-        return cached[1]
-
-
-def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: PickledPlan, store_uri: str, threads: int,
-               cwd: str, write_rows: bool):
+def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, store_uri: str, threads: int, cwd: str,
+               write_rows: bool):
     """A Tune function trainable running one bundle of units in order.
 
     A unit whose dependencies are not done (an upstream unit of the bundle failed) is
@@ -165,7 +142,6 @@ def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: PickledPla
     if os.path.isdir(cwd):
         os.chdir(cwd)
     torch.set_num_threads(threads)  # the trial's CPU share, not every core of the node
-    plan = plan.load()
     store, campaign = Store(store_uri), plan.campaign
     context = ray.get_runtime_context()
     node, actor = context.get_node_id(), context.get_actor_id()
@@ -218,36 +194,13 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _trial_actors_on_prestarted_workers() -> None:
-    """Let Tune's trial actors run on the workers Ray prestarts.
-
-    Tune (2.60, ``tune/execution/class_cache.py``) gives every trial actor
-    ``runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}}`` (a PyTorch Lightning setting), and
-    Ray only hands an actor a prestarted worker when the actor has no runtime_env of its own,
-    so every trial actor waited for a fresh process to start (~1.5 s less fixed cost of a
-    campaign on 2 cores, benchmarks/bench_scale.py). We never use Lightning: the variable is
-    set in this process instead (the embedded Ray's workers inherit it) and dropped from
-    Tune's per-actor defaults. Variables Tune propagates for a reason (AWS credentials, Train
-    settings) are kept; when present, the actors get fresh workers as before.
-    """
-    os.environ.setdefault("PL_DISABLE_FORK", "1")
-    try:
-        from ray.tune.execution import class_cache
-    except ImportError:  # another Tune layout: actors just start on fresh workers
-        return
-    defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
-    if isinstance(defaults, dict):
-        defaults.pop("PL_DISABLE_FORK", None)
-
-
 def connect(address: str | None, num_cpus: int | None = None) -> bool:
     """Start (or attach to) Ray. Returns True if this call started it (caller shuts it down).
 
     Without ``address`` an embedded local Ray sized to this machine is started, never a
-    plain ``ray.init()`` (which would attach to a stray cluster); its prestarted workers host
-    the trial actors. An already initialised Ray in this process (tests) is reused.
+    plain ``ray.init()`` (which would attach to a stray cluster). An already initialised Ray
+    in this process (tests) is reused.
     """
-    _trial_actors_on_prestarted_workers()
     if ray.is_initialized():
         return False
     if address:
@@ -376,7 +329,6 @@ class _Runner:
         self.bundle_seconds = 0.0
         self.write_rows = False  # bundles write their cells' trials rows (families layout)
         self.rows_written: set[str] = set()  # trial ids whose rows a successful bundle wrote
-        self._pickled: PickledPlan | None = None
 
     def __call__(self, bundles: list[tuple[str, ...]], name: str) -> None:
         """Run ``bundles`` to completion. When Ray's memory monitor kills a trial's worker,
@@ -428,12 +380,10 @@ class _Runner:
         spec = self.campaign.spec
         res = spec.resources
         self.trials += len(bundles)
-        if self._pickled is None:
-            self._pickled = PickledPlan(self.plan)
         trainable = tune.with_parameters(
             _trainable,
             bundles=bundles,
-            plan=self._pickled,
+            plan=self.plan,
             store_uri=self.store.uri,
             write_rows=self.write_rows,
             threads=max(1, int(res.cpus_per_trial)),
