@@ -161,26 +161,26 @@ def main() -> None:
         sizes = {"full": _campaign_file(spec, args.seeds, tmp, args.campaign)}
         if args.fit_seeds:
             sizes["small"] = _campaign_file(spec, args.fit_seeds, tmp, args.campaign)
-        rows, small = [], {}
+        rows, fits = [], []  # fits: (full row, small row) of the same requested mode and layout
         for mode in args.ray.split(","):
             if mode not in ("embedded", "running"):
                 sys.exit(f"--ray: expected embedded or running, got {mode!r}")
             for layout in args.layouts.split(","):
+                measured = {}
                 for size, path in sizes.items():
                     child = [sys.executable, __file__, path, "--one", layout, "--num-cpus", str(args.num_cpus)]
                     if mode == "embedded":
-                        row = _child(child, {})
+                        measured[size] = _child(child, {})
                     else:
                         with running_cluster(args.num_cpus) as (address, env):
-                            row = _child([*child, "--address", address], env)
-                    if size == "full":
-                        rows.append(row)
-                    else:  # keyed as the full run's row is found below ("auto" resolves to a layout)
-                        small[(row["ray"], row["layout"])] = row
+                            measured[size] = _child([*child, "--address", address], env)
+                rows.append(measured["full"])
+                if "small" in measured:
+                    fits.append((measured["full"], measured["small"]))
     print(f"campaign {spec['name']} ({args.campaign}{f', first {args.seeds} seeds' if args.seeds else ''})")
     print(f"{'ray':>8} {'layout':>9} {'units':>6} {'trials':>6} {'slots':>5} {'ray up':>7} {'wall s':>8} {'compute s':>9} "
           f"{'ideal s':>8} {'overhead':>8} {'per unit':>9} {'driver MB':>9}  cells")
-    for r in [*rows, *small.values()]:
+    for r in [*rows, *(small for _, small in fits)]:
         ideal = r["compute"] / r["slots"]
         per_unit = (r["wall"] * r["slots"] - r["compute"]) / max(1, r["units"])
         print(f"{r['ray']:>8} {r['layout']:>9} {r['units']:>6} {r['bundles']:>6} {r['slots']:>5} {r['ray_start']:>7.1f} "
@@ -190,14 +190,12 @@ def main() -> None:
         phases = ", ".join(f"{k} {v:.1f}s" for k, v in r["phases"].items())
         print(f"{r['ray']:>8} {r['layout']:>9}: driver phases {phases}; inside trials {r['bundle_s']:.1f}s "
               f"(unit compute {r['compute']:.1f}s)")
-    for r in rows:
-        if (r["ray"], r["layout"]) in small:
-            fixed, marginal = _fixed_and_marginal(r, small[(r["ray"], r["layout"])])
-            reach = ("never" if marginal >= 1.3 else "any size" if fixed <= 0
-                     else f"{fixed / (1.3 - marginal):.0f} s")
-            print(f"{r['ray']:>8} {r['layout']:>9}: wall = {fixed:.1f} s fixed + {marginal:.2f} x ideal "
-                  f"(fit of {args.fit_seeds} vs {n_seeds} seeds); "
-                  f"<= 1.3x ideal from an ideal of {reach}")
+    for r, small in fits:
+        fixed, marginal = _fixed_and_marginal(r, small)
+        reach = ("never" if marginal >= 1.3 else "any size" if fixed <= 0
+                 else f"{fixed / (1.3 - marginal):.0f} s")
+        print(f"{r['ray']:>8} {r['layout']:>9}: wall = {fixed:.1f} s fixed + {marginal:.2f} x ideal "
+              f"(fit of {args.fit_seeds} vs {n_seeds} seeds); <= 1.3x ideal from an ideal of {reach}")
     if len(rows) > 1:
         base = rows[0]
         for r in rows[1:]:
