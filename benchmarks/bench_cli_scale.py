@@ -4,7 +4,7 @@ Builds once (cached in ``--workdir``) a store with everything ``lth status`` rea
 through the real functions: the four tables (``analysis.synthetic.write_bulk``, real writer),
 ``_campaigns/<c>/spec.yaml``, ``spec.json``, ``plan.json`` (the shape of ``Plan.to_json``: a
 dense unit per (dataset, arch, lr, seed), a trajectory per cell family, a reinit branch per
-trajectory, i.e. ~11,000 units), one marker per unit (``orchestrator.units.marker_path`` +
+trajectory, i.e. ~11,000 units), one marker per unit (``orchestrator.paths.marker`` +
 ``Store.put_json``; a few failed / a few ``running``) and an artifact file per unit. Then
 times, side by side, each command in-process (click's CliRunner, fresh Store, warm page
 cache) and as a subprocess (what a user types; includes interpreter start and imports), and
@@ -36,10 +36,10 @@ from click.testing import CliRunner  # noqa: E402
 from timing import best_of  # noqa: E402 - benchmarks/timing.py, beside this script
 
 from analysis.synthetic import trial_id, write_bulk  # noqa: E402
+from orchestrator import paths  # noqa: E402
 from orchestrator.cli import main  # noqa: E402
-from orchestrator.status import plan_index, plan_index_path  # noqa: E402
+from orchestrator.status import plan_index  # noqa: E402
 from orchestrator.store import Store  # noqa: E402
-from orchestrator.units import artifact_path, marker_path  # noqa: E402
 
 CAMPAIGN = "bench"
 LIMIT = 2.0  # seconds: the "interactive"
@@ -98,27 +98,27 @@ def build_store(root: Path, n_trials: int) -> Store:
     done = root / ".complete"
     if done.exists() and done.read_text() == str(n_trials):
         store = Store(str(root))
-        if not store.exists(plan_index_path(CAMPAIGN)):  # cached before `lth run` wrote the index
-            store.put_json(plan_index_path(CAMPAIGN), plan_index(store.get_json(f"_campaigns/{CAMPAIGN}/plan.json")))
+        if not store.exists(paths.plan_index(CAMPAIGN)):  # cached before `lth run` wrote the index
+            store.put_json(paths.plan_index(CAMPAIGN), plan_index(store.get_json(paths.plan_json(CAMPAIGN))))
         return store
     shutil.rmtree(root, ignore_errors=True)
     store = Store(str(root))
     t0 = time.perf_counter()
     rows = write_bulk(store, CAMPAIGN, n_trials)
     plan = build_plan(n_trials)
-    store.put_text(f"_campaigns/{CAMPAIGN}/spec.yaml", SPEC_YAML)
-    store.put_json(f"_campaigns/{CAMPAIGN}/plan.json", plan)
-    store.put_json(plan_index_path(CAMPAIGN), plan_index(plan))  # as `lth run` writes it
-    store.put_json(f"_campaigns/{CAMPAIGN}/spec.json", {"name": CAMPAIGN})
+    store.put_text(paths.spec_yaml(CAMPAIGN), SPEC_YAML)
+    store.put_json(paths.plan_json(CAMPAIGN), plan)
+    store.put_json(paths.plan_index(CAMPAIGN), plan_index(plan))  # as `lth run` writes it
+    store.put_json(paths.spec_json(CAMPAIGN), {"name": CAMPAIGN})
     for i, (uid, unit) in enumerate(plan["units"].items()):
         # a few failed and a few running (driver record absent: "running or interrupted")
         status = "failed" if i % 1000 == 7 else "running" if i % 1000 == 11 else "done"
-        store.put_json(marker_path(CAMPAIGN, uid), {
+        store.put_json(paths.marker(CAMPAIGN, uid), {
             "unit_id": uid, "stage": unit["stage"], "status": status, "attempts": 1, "host": "bench",
             "node": "0" * 56, "device": "cpu", "levels_done": 9, "seconds": 1.0, "threads": 1, "pid": 1,
             "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:00:01+00:00",
             "reason": "RuntimeError: synthetic failure" if status == "failed" else None})
-        store.put_bytes(artifact_path(uid, "dense" if unit["stage"] == "dense" else "L9"), b"x")
+        store.put_bytes(paths.artifact(uid, "dense" if unit["stage"] == "dense" else "L9"), b"x")
     done.write_text(str(n_trials))
     print(f"built {root}: {n_trials} trials, {len(plan['units'])} units/markers, {rows:,} metric rows "
           f"in {time.perf_counter() - t0:.0f} s")
@@ -176,7 +176,7 @@ def main_() -> None:
                            capture_output=True, text=True, timeout=120)
     print(f"heavy modules imported by `import orchestrator.cli`: {probe.stdout.strip() or 'none'}")
 
-    index = root / plan_index_path(CAMPAIGN)
+    index = root / paths.plan_index(CAMPAIGN)
     hidden = index.with_name("plan-index.json.bench-hidden")
 
     def without_index(fn):

@@ -70,14 +70,13 @@ def validate(campaign: str) -> None:
         click.echo(f"  {line}")
 
 
-def _spec_paths(name: str) -> tuple[str, str, str]:
-    base = f"_campaigns/{name}"
-    return f"{base}/spec.yaml", f"{base}/spec.json", f"{base}/plan.json"
-
-
 def register_campaign(store, campaign: Campaign, plan) -> None:
     """Store the submitted spec and plan; refuse a different spec under an existing name."""
-    spec_yaml, spec_json, plan_json = _spec_paths(campaign.name)
+    from orchestrator import paths
+    from orchestrator.status import plan_index
+
+    name = campaign.name
+    spec_yaml, spec_json, plan_json = paths.spec_yaml(name), paths.spec_json(name), paths.plan_json(name)
     canonical = json.loads(canonical_json(campaign.spec.model_dump()))
     stored = store.get_json(spec_json)
     if stored is not None and stored != canonical:
@@ -85,16 +84,14 @@ def register_campaign(store, campaign: Campaign, plan) -> None:
             f"campaign {campaign.name!r} already exists in {store.uri} with a different spec; "
             "rerun with the same spec to resume it, or give this one a new name"
         )
-    from orchestrator.status import plan_index, plan_index_path
-
     if stored is None:
         plan_data = plan.to_json()
         store.put_text(spec_yaml, campaign.text)
         store.put_json(plan_json, plan_data)
-        store.put_json(plan_index_path(campaign.name), plan_index(plan_data))  # what `lth status` reads
+        store.put_json(paths.plan_index(name), plan_index(plan_data))  # what `lth status` reads
         store.put_json(spec_json, canonical)  # last: its presence means the campaign is registered
-    elif not store.exists(plan_index_path(campaign.name)):  # registered before the index existed
-        store.put_json(plan_index_path(campaign.name), plan_index(plan.to_json()))
+    elif not store.exists(paths.plan_index(name)):  # registered before the index existed
+        store.put_json(paths.plan_index(name), plan_index(plan.to_json()))
 
 
 @main.command()

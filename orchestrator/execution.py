@@ -31,22 +31,13 @@ from dataclasses import dataclass, field
 import ray
 from ray import tune
 
-from orchestrator import faults
+from orchestrator import faults, paths
+from orchestrator.ledger import UnitMarker, cell_state, load_markers, now, trials_row, write_trials
 from orchestrator.plan import STAGES, Plan, Unit
 from orchestrator.progress import Progress, ProgressCallback
 from orchestrator.spec import Campaign
 from orchestrator.store import Store
-from orchestrator.units import (
-    FINAL,
-    FINISHED,
-    cell_state,
-    marker_path,
-    read_marker,
-    run_unit,
-    runnable,
-    trials_row,
-    write_trials,
-)
+from orchestrator.units import run_unit, runnable
 
 GUIDED_DIVISOR = 2  # a bundle takes 1/(2 x slots) of the remaining work (see make_bundles)
 REPORT_EVERY_S = 2.0  # a bundle reports progress at most this often (each report is a driver round trip)
@@ -152,7 +143,7 @@ def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, stor
         family = list(family)
         family_errors = len(errors)
         for unit in family:
-            if (read_marker(store, campaign, unit.unit_id) or {}).get("status") not in FINISHED:
+            if not UnitMarker.load(store, campaign, unit.unit_id).finished:
                 if not runnable(store, campaign, unit)[0]:
                     continue  # blocked: left for the driver to report
                 try:
@@ -172,9 +163,9 @@ def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, stor
 
 
 def _write_cell_rows(store: Store, plan: Plan, trial_ids: set[str]) -> None:
-    """The ``trials`` rows of finished cells (as ``units.write_trials``, for a few cells)."""
+    """The ``trials`` rows of finished cells (as ``ledger.write_trials``, for a few cells)."""
     needed = {uid for t in trial_ids for uid in plan.cell_units[t]}
-    markers = {uid: read_marker(store, plan.campaign, uid) for uid in needed}
+    markers = load_markers(store, plan.campaign, needed)
     for t in sorted(trial_ids):
         state = cell_state(plan, markers, t)
         if state is not None:
@@ -213,8 +204,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     return True
 
 
-def _markers(store: Store, campaign: str, units) -> dict[str, dict]:
-    return {u.unit_id: read_marker(store, campaign, u.unit_id) or {} for u in units}
+def _markers(store: Store, campaign: str, units) -> dict[str, UnitMarker]:
+    return load_markers(store, campaign, (u.unit_id for u in units))
 
 
 def run_plan(
@@ -247,7 +238,7 @@ def run_plan(
             summary.slots = min(summary.slots, max_concurrent)
         all_units = list(plan.units.values())
         before = _markers(store, plan.campaign, all_units)
-        unfinished = [u for u in all_units if before[u.unit_id].get("status") not in FINISHED]
+        unfinished = [u for u in all_units if not before[u.unit_id].finished]
         fams = families(unfinished)
         if layout == "auto":
             layout = "families" if len(fams) >= 2 * summary.slots else "staged"
@@ -255,9 +246,9 @@ def run_plan(
         progress = Progress({s: len(plan.stage(s)) for s in STAGES}, stream=progress_stream)
         if layout == "families":
             progress.label = "all stages"  # from the first line on (staged: the stage's name)
-        finished = {uid for uid, m in before.items() if m.get("status") in FINISHED}
+        finished = {uid for uid, m in before.items() if m.finished}
         progress.begin(skipped={s: sum(u.unit_id in finished for u in plan.stage(s)) for s in STAGES})
-        storage = store.uri.rstrip("/") + "/_ray"
+        storage = store.uri.rstrip("/") + "/" + paths.ray_storage()
         if "://" not in storage:
             os.makedirs(storage, exist_ok=True)
         t_tune = time.perf_counter()
@@ -271,7 +262,7 @@ def run_plan(
         else:
             for stage in STAGES:
                 todo = [u for u in plan.stage(stage)
-                        if (read_marker(store, plan.campaign, u.unit_id) or {}).get("status") not in FINISHED
+                        if not UnitMarker.load(store, plan.campaign, u.unit_id).finished
                         and runnable(store, plan.campaign, u)[0]]
                 progress.label = stage
                 if todo:
@@ -286,7 +277,7 @@ def run_plan(
         summary.phases["tune"] = time.perf_counter() - t_tune
         after = _markers(store, plan.campaign, all_units)
         summary.units = _stage_counts(plan, before, after)
-        summary.unit_seconds = sum(float(m.get("seconds", 0.0)) for m in after.values())
+        summary.unit_seconds = sum(m.seconds for m in after.values())
         t_rows = time.perf_counter()
         # every cell whose row no successful bundle wrote (failed bundles, staged layout, and
         # cells finished by an earlier, killed run)
@@ -299,7 +290,7 @@ def run_plan(
     return summary
 
 
-def _stage_counts(plan: Plan, before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict[str, int]]:
+def _stage_counts(plan: Plan, before: dict[str, UnitMarker], after: dict[str, UnitMarker]) -> dict[str, dict[str, int]]:
     """Per stage: skipped (finished before this run), ran (attempted or marked failed in this
     run), failed (of those ran), blocked (neither: an upstream unit failed or diverged)."""
     out = {}
@@ -307,11 +298,11 @@ def _stage_counts(plan: Plan, before: dict[str, dict], after: dict[str, dict]) -
         c = {"ran": 0, "skipped": 0, "failed": 0, "blocked": 0}
         for u in plan.stage(stage):
             b, a = before[u.unit_id], after[u.unit_id]
-            if b.get("status") in FINISHED:
+            if b.finished:
                 c["skipped"] += 1
             elif a != b:
                 c["ran"] += 1
-                c["failed"] += a.get("status") == "failed"
+                c["failed"] += a.status == "failed"
             else:
                 c["blocked"] += 1
         out[stage] = c
@@ -363,17 +354,17 @@ class _Runner:
         campaign, limit = self.plan.campaign, self.campaign.spec.max_failures + 1
         victims = set(re.findall(r"Selected to kill: \(Actor\(([0-9a-f]+)\)", str(oom)))
         running = {uid: m for b in bundles for uid in b
-                   if (m := read_marker(self.store, campaign, uid) or {}).get("status") == "running"}
-        killed = {uid: m for uid, m in running.items() if m.get("actor") in victims} if victims else running
+                   if (m := UnitMarker.load(self.store, campaign, uid)).status == "running"}
+        killed = {uid: m for uid, m in running.items() if m.actor in victims} if victims else running
         reason = "killed by Ray's memory monitor: the node ran out of memory"
-        for uid, m in killed.items():
-            m["reason"] = f"{reason} (attempt {m.get('attempts', 1)})"
-            if int(m.get("attempts", 1)) >= limit:
-                m.update(status="failed", finished_at=_iso_now())
-            self.store.put_json(marker_path(campaign, uid), m)
+        for m in killed.values():
+            attempts = m.attempts or 1
+            m.reason = f"{reason} (attempt {attempts})"
+            if attempts >= limit:
+                m.status, m.finished_at = "failed", now()
+            m.save(self.store, campaign)
         # without their finished and failed units (a bundle would run a failed unit again)
-        left = [tuple(uid for uid in b if (read_marker(self.store, campaign, uid) or {}).get("status") not in FINAL)
-                for b in bundles]
+        left = [tuple(uid for uid in b if not UnitMarker.load(self.store, campaign, uid).final) for b in bundles]
         return [b for b in left if any(runnable(self.store, campaign, self.plan.units[uid])[0] for uid in b)], len(killed)
 
     def _fit(self, bundles: list[tuple[str, ...]], name: str) -> None:
@@ -417,12 +408,13 @@ class _Runner:
         campaign = self.plan.campaign
         for uid in bundle:
             unit = self.plan.units[uid]
-            m = read_marker(self.store, campaign, uid) or {"unit_id": uid, "stage": unit.stage, "attempts": 0}
-            if m.get("status") in FINISHED or not runnable(self.store, campaign, unit)[0]:
+            m = UnitMarker.load(self.store, campaign, uid)
+            if m.finished or not runnable(self.store, campaign, unit)[0]:
                 continue
-            reason = m.get("reason") or ("not run: its bundle gave up after " + _short(error))
-            m.update(status="failed", reason=reason, finished_at=_iso_now())
-            self.store.put_json(marker_path(campaign, uid), m)
+            m.stage = m.stage or unit.stage
+            m.reason = m.reason or ("not run: its bundle gave up after " + _short(error))
+            m.status, m.finished_at = "failed", now()
+            m.save(self.store, campaign)
 
 
 def _out_of_memory(err: BaseException) -> BaseException | None:
@@ -439,9 +431,3 @@ def _out_of_memory(err: BaseException) -> BaseException | None:
 def _short(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return (text[-1] if text else type(err).__name__)[:500]
-
-
-def _iso_now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.UTC).isoformat()

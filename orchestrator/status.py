@@ -2,7 +2,7 @@
 
 A unit's marker says ``running`` from the moment a trial starts it until its final write, so
 a driver killed mid-campaign leaves ``running`` markers behind. ``lth run`` therefore keeps a
-driver record ``_campaigns/<name>/driver.json`` (pid, host, run id, process start time; then
+driver record (``paths.driver``: pid, host, run id, process start time; then
 ``finished_at``): a ``running`` marker is shown as *running* only while that driver process
 is alive, as *interrupted* once it is gone or finished, and as *running or interrupted* when
 it cannot be checked (no record, or a driver on another host).
@@ -23,16 +23,13 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-from orchestrator import schema
+from orchestrator import paths, schema
+from orchestrator.ledger import UnitMarker
 from orchestrator.store import TMP_PREFIX, BadFile, Store, StoreError
 
 UNIT_STATES = ("done", "running", "running or interrupted", "interrupted", "failed", "diverged", "pending")
 CELL_STATES = ("done", "failed", "diverged", "pending")
 MAX_LISTED = 10  # failed / diverged / interrupted entries shown per campaign (status stays short)
-
-
-def driver_path(campaign: str) -> str:
-    return f"_campaigns/{campaign}/driver.json"
 
 
 def _proc_start(pid: int) -> str | None:
@@ -55,17 +52,17 @@ def driver_started(store: Store, campaign: str) -> dict:
         "proc_start": _proc_start(os.getpid()),
         "started_at": dt.datetime.now(dt.UTC).isoformat(),
     }
-    store.put_json(driver_path(campaign), record)
+    store.put_json(paths.driver(campaign), record)
     return record
 
 
 def driver_finished(store: Store, campaign: str, record: dict, outcome: str) -> None:
     """Mark the driver record finished (only if it is still ours: another driver may have
     taken over the campaign meanwhile)."""
-    current = _get_json(store, driver_path(campaign))
+    current = _get_json(store, paths.driver(campaign))
     if current and current.get("run_id") != record["run_id"]:
         return
-    store.put_json(driver_path(campaign), {**record, "finished_at": dt.datetime.now(dt.UTC).isoformat(),
+    store.put_json(paths.driver(campaign), {**record, "finished_at": dt.datetime.now(dt.UTC).isoformat(),
                                            "outcome": outcome})
 
 
@@ -88,10 +85,6 @@ def driver_alive(record: dict | None) -> bool | None:
     return not (recorded and now and recorded != now)
 
 
-def plan_index_path(campaign: str) -> str:
-    return f"_campaigns/{campaign}/plan-index.json"
-
-
 def plan_index(plan_json: dict) -> dict:
     """What ``lth status`` needs of a stored plan: its unit ids and cell (trial) ids, in plan
     order. plan.json of a 10,000-cell campaign is ~16 MB (a RunSetup per unit) and takes
@@ -102,10 +95,10 @@ def plan_index(plan_json: dict) -> dict:
 def read_plan(store: Store, campaign: str) -> dict | None:
     """The campaign's plan index, else its full plan.json (stores registered before the index
     existed, or an unreadable index), else None (campaign not registered)."""
-    index = _get_json(store, plan_index_path(campaign))
+    index = _get_json(store, paths.plan_index(campaign))
     if isinstance(index, dict) and isinstance(index.get("units"), list) and isinstance(index.get("cells"), list):
         return index
-    return store.get_json(f"_campaigns/{campaign}/plan.json")
+    return store.get_json(paths.plan_json(campaign))
 
 
 def _get_json(store: Store, path: str) -> dict | None:
@@ -149,7 +142,7 @@ def campaign_status(store: Store, name: str, plan: dict) -> CampaignStatus:
     """Counts of cells and units of one campaign (``plan``: its stored plan.json or plan index,
     see ``read_plan``; only its ``units`` and ``cells`` keys are used)."""
     st = CampaignStatus(name)
-    record = _get_json(store, driver_path(name))
+    record = _get_json(store, paths.driver(name))
     alive = driver_alive(record)
     if record:
         where = f"pid {record.get('pid')} on {record.get('host')}, run {record.get('run_id')}"
@@ -163,11 +156,11 @@ def campaign_status(store: Store, name: str, plan: dict) -> CampaignStatus:
             st.driver = f"interrupted ({where} is gone)"
     running_as = {True: "running", False: "interrupted", None: "running or interrupted"}[alive]
     for uid, m in _markers(store, name, plan["units"], st.bad):
-        status = m.get("status", "pending")
+        status = m.status or "pending"
         if status == "running":
             status = running_as
             if status == "interrupted":
-                st.interrupted.append((uid, m.get("reason")))
+                st.interrupted.append((uid, m.reason))
         st.units[status] += 1
     for trial_id, status, reason in _trial_rows(store, name):
         st.cells[status] += 1
@@ -178,21 +171,21 @@ def campaign_status(store: Store, name: str, plan: dict) -> CampaignStatus:
 
 
 def _markers(store: Store, name: str, unit_ids, bad: list[BadFile]):
-    """Yield (unit id, marker dict; {} when absent) in plan order; unreadable markers go to ``bad``.
+    """Yield (unit id, ``UnitMarker``; an empty one when absent) in plan order; unreadable markers go to ``bad``.
 
     One directory listing instead of a failed open per missing marker, and on a local store
     plain ``open`` (about half the cost of a pyarrow stream per small file): a 10,000-trial
     campaign has ~11,000 markers and ``lth status`` must stay interactive."""
     import pyarrow.fs as pafs
 
-    base = store.full(f"_units/campaign={name}")
+    base = store.full(paths.units_dir(name))
     present = {posixpath.basename(i.path) for i in store.fs.get_file_info(
         pafs.FileSelector(base, allow_not_found=True)) if i.type == pafs.FileType.File}
     local = isinstance(store.fs, pafs.LocalFileSystem)
     for uid in unit_ids:
-        path = f"_units/campaign={name}/{uid}.json"
+        path = paths.marker(name, uid)
         if f"{uid}.json" not in present:
-            yield uid, {}
+            yield uid, UnitMarker(uid)
             continue
         try:
             if local:
@@ -209,7 +202,7 @@ def _markers(store: Store, name: str, unit_ids, bad: list[BadFile]):
         except StoreError as e:
             bad.append(BadFile(path, f"unreadable unit marker ({e})"))
             m = None
-        yield uid, m if isinstance(m, dict) else {}
+        yield uid, UnitMarker.from_json(m, uid) if isinstance(m, dict) else UnitMarker(uid)
 
 
 def _trial_rows(store: Store, name: str) -> list[tuple[str, str, str | None]]:
@@ -231,8 +224,8 @@ def bad_files(store: Store, campaign: str | None = None) -> list[BadFile]:
     out: list[BadFile] = []
     for table in schema.TABLES:
         out += store.scan(table, campaign).bad
-    prefixes = ["_units", "_campaigns", "_artifacts"] if campaign is None else [
-        f"_units/campaign={campaign}", f"_campaigns/{campaign}", "_artifacts"]
+    prefixes = [paths.UNITS, paths.CAMPAIGNS, paths.ARTIFACTS] if campaign is None else [
+        paths.units_dir(campaign), paths.campaign_dir(campaign), paths.ARTIFACTS]
     for prefix in prefixes:
         for path in _temporaries(store, prefix):
             out.append(BadFile(path, "leftover temporary file of an interrupted write"))
@@ -242,7 +235,7 @@ def bad_files(store: Store, campaign: str | None = None) -> list[BadFile]:
 def _temporaries(store: Store, prefix: str) -> list[str]:
     """Root-relative paths of leftover temporary files under ``prefix`` (sorted). Like
     ``Store.list`` filtered by name, but only the matches are made relative and sorted:
-    ``_artifacts`` holds several files per unit (tens of thousands on a large store)."""
+    the artifacts hold several files per unit (tens of thousands on a large store)."""
     import pyarrow.fs as pafs
 
     sel = pafs.FileSelector(store.full(prefix), recursive=True, allow_not_found=True)

@@ -41,12 +41,12 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator import faults, schema
+from orchestrator import faults, paths, schema
 from trainers.records import Record
 
 TMP_PREFIX = ".tmp-"
 TMP_SUFFIX = ".part"
-PARQUET_SUFFIX = ".parquet"
+PARQUET_SUFFIX = paths.PARQUET
 # Campaign names and file keys become path components: keep them to a portable alphabet.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+=-]*$")
 
@@ -238,7 +238,7 @@ class Store:
     @staticmethod
     def table_path(table: str, campaign: str, key: str) -> str:
         """Root-relative path of one Parquet file."""
-        return f"{table}/{schema.PARTITION_COLUMN}={campaign}/{key}{PARQUET_SUFFIX}"
+        return paths.table_file(table, campaign, key)
 
     # ----- raw atomic IO ---------------------------------------------------------------
     def put_bytes(self, path: str, data: bytes) -> None:
@@ -442,7 +442,7 @@ class Store:
                 base = posixpath.basename(info.path)
                 if info.type == pafs.FileType.Directory and base.startswith(f"{schema.PARTITION_COLUMN}="):
                     names.add(base.split("=", 1)[1])
-        sel = pafs.FileSelector(self.full("_campaigns"), recursive=False, allow_not_found=True)
+        sel = pafs.FileSelector(self.full(paths.CAMPAIGNS), recursive=False, allow_not_found=True)
         for info in self.fs.get_file_info(sel):
             if info.type == pafs.FileType.Directory:
                 names.add(posixpath.basename(info.path))

@@ -11,12 +11,12 @@ import sys
 
 from click.testing import CliRunner
 
+from orchestrator import paths
 from orchestrator.cli import main, register_campaign
 from orchestrator.plan import make_plan
 from orchestrator.spec import parse_campaign
-from orchestrator.status import plan_index_path, read_plan
+from orchestrator.status import read_plan
 from orchestrator.store import Store
-from orchestrator.units import marker_path
 
 SPEC = """
 name: sc
@@ -51,12 +51,12 @@ def test_status_reads_plan_index_with_same_output(tmp_path):
     plan = make_plan(c)
     register_campaign(store, c, plan)
     full = plan.to_json()
-    index = store.get_json(plan_index_path("sc"))
+    index = store.get_json(paths.plan_index("sc"))
     assert index == {"units": list(full["units"]), "cells": list(full["cells"])}
     assert read_plan(store, "sc") == index
     uids = list(full["units"])
-    store.put_json(marker_path("sc", uids[0]), {"status": "done"})
-    store.put_json(marker_path("sc", uids[1]), {"status": "failed", "reason": "boom"})
+    store.put_json(paths.marker("sc", uids[0]), {"status": "done"})
+    store.put_json(paths.marker("sc", uids[1]), {"status": "failed", "reason": "boom"})
     (tmp_path / "store" / "_units" / "campaign=sc" / f"{uids[2]}.json").write_text("{not json")
 
     def status() -> str:
@@ -67,11 +67,11 @@ def test_status_reads_plan_index_with_same_output(tmp_path):
     with_index = status()
     assert f"units done 1, running 0, failed 1, diverged 0, pending {len(uids) - 2}" in with_index
     assert f"bad file _units/campaign=sc/{uids[2]}.json: unreadable unit marker" in with_index
-    store.delete(plan_index_path("sc"))  # a store registered before the index existed
-    assert read_plan(store, "sc") == store.get_json("_campaigns/sc/plan.json")
+    store.delete(paths.plan_index("sc"))  # a store registered before the index existed
+    assert read_plan(store, "sc") == store.get_json(paths.plan_json("sc"))
     assert status() == with_index
     register_campaign(store, c, plan)  # a rerun of `lth run` adds the missing index
-    assert store.get_json(plan_index_path("sc")) == index
+    assert store.get_json(paths.plan_index("sc")) == index
 
 
 def test_report_redraws_only_changed_figures(tmp_path):

@@ -26,12 +26,13 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
+from orchestrator import paths
 from orchestrator.execution import _out_of_memory, _Runner
+from orchestrator.ledger import UnitMarker
 from orchestrator.plan import make_plan
 from orchestrator.progress import Progress
 from orchestrator.spec import load_campaign
 from orchestrator.store import Store
-from orchestrator.units import marker_path, read_marker
 
 MAX_FAILURES = 1
 HEADROOM_GIB = 2.5  # above the use before the run: Ray's own processes take ~1.2 GiB of it
@@ -130,7 +131,7 @@ def _runner(tmp_path, max_failures: int = 1):
 
 
 def _mark(store, plan, uid, status, attempts, actor):
-    store.put_json(marker_path(plan.campaign, uid), {"unit_id": uid, "stage": plan.units[uid].stage,
+    store.put_json(paths.marker(plan.campaign, uid), {"unit_id": uid, "stage": plan.units[uid].stage,
                                                      "status": status, "attempts": attempts, "actor": actor})
 
 
@@ -148,17 +149,17 @@ def test_memory_kill_charges_the_named_actor_only(tmp_path):
                "Selected to kill: (Actor(aa11): job ID=01000000, task name=ImplicitFunc.__init__)")
     left, charged = runner._after_oom(bundles, Exception(message))
     assert charged == 1
-    assert "memory monitor" in read_marker(store, plan.campaign, victim)["reason"]
-    assert read_marker(store, plan.campaign, victim)["status"] == "running"  # attempt 1 of 2: retried
-    assert read_marker(store, plan.campaign, bystander).get("reason") is None  # not charged
+    assert "memory monitor" in UnitMarker.load(store, plan.campaign, victim).reason
+    assert UnitMarker.load(store, plan.campaign, victim).status == "running"  # attempt 1 of 2: retried
+    assert UnitMarker.load(store, plan.campaign, bystander).reason is None  # not charged
     assert left == bundles
     _mark(store, plan, victim, "running", 2, "cc33")  # the retry, killed again
     left, _ = runner._after_oom(bundles, Exception(message.replace("aa11", "cc33")))
-    assert read_marker(store, plan.campaign, victim)["status"] == "failed"
+    assert UnitMarker.load(store, plan.campaign, victim).status == "failed"
     assert left == [(bystander, traj[bystander])]  # the failed unit's bundle has nothing runnable left
     # an actor killed between units (none of its units running) charges nobody
     assert runner._after_oom(left, Exception(message.replace("aa11", "dd44"))) == (left, 0)
-    assert read_marker(store, plan.campaign, bystander).get("reason") is None
+    assert UnitMarker.load(store, plan.campaign, bystander).reason is None
 
 
 def test_memory_kill_without_an_actor_name_charges_every_running_unit(tmp_path):
@@ -167,7 +168,7 @@ def test_memory_kill_without_an_actor_name_charges_every_running_unit(tmp_path):
     for uid in dense:
         _mark(store, plan, uid, "running", 1, None)
     assert runner._after_oom([tuple(dense)], Exception("out of memory")) == ([], len(dense))
-    assert {read_marker(store, plan.campaign, uid)["status"] for uid in dense} == {"failed"}
+    assert {UnitMarker.load(store, plan.campaign, uid).status for uid in dense} == {"failed"}
 
 
 def test_out_of_memory_is_found_behind_tunes_runtime_error():

@@ -10,10 +10,10 @@ import duckdb
 import pytest
 
 from orchestrator.execution import families, make_bundles, run_plan
+from orchestrator.ledger import UnitMarker
 from orchestrator.plan import STAGES, make_plan
 from orchestrator.spec import load_campaign
 from orchestrator.store import Store
-from orchestrator.units import read_marker
 
 CAMPAIGN = """
 name: scale_test
@@ -78,14 +78,14 @@ def test_rows_exactly_once_and_failures_recorded(campaign, finished):
     assert summary.units["dense"] == {"ran": 8, "skipped": 0, "failed": 4, "blocked": 0}
     assert summary.units["trajectory"]["blocked"] == 4 and summary.units["branch"]["blocked"] == 8
     for u in plan.units.values():
-        m = read_marker(store, plan.campaign, u.unit_id)
+        m = UnitMarker.load(store, plan.campaign, u.unit_id)
         if u.unit_id in bad and u.stage == "dense":
             # retried once by Tune (max_failures: 1), then marked failed with the unit's own error
-            assert m["status"] == "failed" and m["attempts"] == 2 and "widths" in m["reason"], m
+            assert m.status == "failed" and m.attempts == 2 and "widths" in m.reason, m
         elif bad & {u.unit_id, *u.depends}:
-            assert m is None  # blocked by its failed dense run: never started
+            assert not m.exists  # blocked by its failed dense run: never started
         else:
-            assert m["status"] == "done" and m["attempts"] == 1, m
+            assert m.status == "done" and m.attempts == 1, m
 
     good_cells = [c for c in plan.cells if c.axes["model.options.widths"] == [8]]
     assert summary.cells == {"done": len(good_cells), "diverged": 0, "failed": len(plan.cells) - len(good_cells),

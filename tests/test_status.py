@@ -16,13 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from orchestrator import schema
+from orchestrator import paths, schema
 from orchestrator.cli import main, register_campaign
+from orchestrator.ledger import write_trials
 from orchestrator.plan import make_plan
 from orchestrator.spec import parse_campaign
-from orchestrator.status import driver_alive, driver_finished, driver_path, driver_started
+from orchestrator.status import driver_alive, driver_finished, driver_started
 from orchestrator.store import Store
-from orchestrator.units import marker_path, write_trials
 
 SPEC = """
 name: st
@@ -56,10 +56,10 @@ def campaign(tmp_path):
         by_lr.setdefault(u.setup.train.lr, {}).setdefault(u.stage, []).append(u.unit_id)
     hi, lo = by_lr[0.1], by_lr[0.01]
     for uid in hi["dense"] + hi["trajectory"] + lo["dense"]:
-        store.put_json(marker_path("st", uid), {"status": "done", "attempts": 1, "finished_at": "2026-01-01T00:00:00+00:00"})
-    store.put_json(marker_path("st", hi["branch"][0]), {"status": "failed", "attempts": 2, "reason": "MemoryError: boom",
+        store.put_json(paths.marker("st", uid), {"status": "done", "attempts": 1, "finished_at": "2026-01-01T00:00:00+00:00"})
+    store.put_json(paths.marker("st", hi["branch"][0]), {"status": "failed", "attempts": 2, "reason": "MemoryError: boom",
                                                         "finished_at": "2026-01-01T00:00:01+00:00"})
-    store.put_json(marker_path("st", lo["trajectory"][0]), {"status": "running", "attempts": 1, "reason": None})
+    store.put_json(paths.marker("st", lo["trajectory"][0]), {"status": "running", "attempts": 1, "reason": None})
     counts = write_trials(store, plan)
     assert counts == {"done": 1, "failed": 1, "diverged": 0, "pending": 2}
     return store, plan, lo["trajectory"][0]
@@ -93,8 +93,8 @@ def test_running_marker_of_dead_driver_is_interrupted(campaign):
     store, _, running_uid = campaign
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     dead_pid = int(child.stdout)
-    store.put_json(driver_path("st"), {"pid": dead_pid, "host": os.uname().nodename, "run_id": "abc", "proc_start": "1"})
-    if driver_alive(store.get_json(driver_path("st"))) is not False:
+    store.put_json(paths.driver("st"), {"pid": dead_pid, "host": os.uname().nodename, "run_id": "abc", "proc_start": "1"})
+    if driver_alive(store.get_json(paths.driver("st"))) is not False:
         pytest.fail(f"pid {dead_pid} was reused before the check; rerun")
     out = status(Path(store.root), "st")
     assert "units done 3, running 0, interrupted 1, failed 1," in out
@@ -106,9 +106,9 @@ def test_recycled_pid_and_other_host(campaign):
     import socket
 
     # our own pid but another process start time: a recycled pid, not the driver
-    store.put_json(driver_path("st"), {"pid": os.getpid(), "host": socket.gethostname(), "run_id": "r", "proc_start": "-1"})
+    store.put_json(paths.driver("st"), {"pid": os.getpid(), "host": socket.gethostname(), "run_id": "r", "proc_start": "-1"})
     assert "interrupted 1" in status(Path(store.root), "st")
-    store.put_json(driver_path("st"), {"pid": 1, "host": "some-other-node", "run_id": "r"})
+    store.put_json(paths.driver("st"), {"pid": 1, "host": "some-other-node", "run_id": "r"})
     out = status(Path(store.root), "st")
     assert "running or interrupted 1" in out and "not checkable from here" in out
 

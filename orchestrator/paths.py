@@ -1,0 +1,128 @@
+"""Every store-relative path, in one place (the idea of open_lth's ``foundations/paths.py``).
+
+The store's layout under its root (a local directory or an object-store URI)::
+
+    <table>/campaign=<name>/...                 the four result tables (TABLES in orchestrator/schema.py)
+    _staging/<table>/campaign=<name>/<key>.parquet
+                                                rows written by workers, not yet committed to a table
+    _units/campaign=<name>/<unit>.json          unit markers (orchestrator/ledger.py: UnitMarker)
+    _ledger/campaign=<name>/...                 the driver's commit log and lease (orchestrator/ledger.py)
+    _campaigns/<name>/spec.yaml, spec.json, plan.json, plan-index.json, driver.json
+    _artifacts/<unit>/<name>.pt                 dense weights, masks, per-level driver weights
+    _ray/                                       Ray Tune's experiment directories
+
+Paths are '/'-separated and relative to the store root; ``Store.full`` makes them absolute.
+Nothing else in the project spells a store path: code asks this module.
+"""
+
+from __future__ import annotations
+
+PARTITION = "campaign"  # hive partition column of every table (schema.PARTITION_COLUMN)
+PARQUET = ".parquet"
+
+UNITS = "_units"
+STAGING = "_staging"
+LEDGER = "_ledger"
+CAMPAIGNS = "_campaigns"
+ARTIFACTS = "_artifacts"
+RAY = "_ray"
+# Top-level entries that are not tables (a table name never starts with an underscore).
+RESERVED = (UNITS, STAGING, LEDGER, CAMPAIGNS, ARTIFACTS, RAY)
+
+
+def partition(campaign: str) -> str:
+    return f"{PARTITION}={campaign}"
+
+
+# ----- tables -------------------------------------------------------------------------
+def table_dir(table: str) -> str:
+    """Root of one table (a Delta table: data files under ``campaign=<name>/`` and ``_delta_log/``)."""
+    return table
+
+
+def table_partition(table: str, campaign: str) -> str:
+    return f"{table}/{partition(campaign)}"
+
+
+def table_file(table: str, campaign: str, key: str) -> str:
+    """One Parquet file of a table in the per-file layout (stores written before the table format)."""
+    return f"{table_partition(table, campaign)}/{key}{PARQUET}"
+
+
+# ----- staging (worker output awaiting the driver's commit) ----------------------------
+def staging_dir(table: str | None = None, campaign: str | None = None) -> str:
+    if table is None:
+        return STAGING
+    return f"{STAGING}/{table}" if campaign is None else f"{STAGING}/{table}/{partition(campaign)}"
+
+
+def staging_file(table: str, campaign: str, key: str) -> str:
+    return f"{staging_dir(table, campaign)}/{key}{PARQUET}"
+
+
+# ----- unit markers -------------------------------------------------------------------
+def units_dir(campaign: str) -> str:
+    return f"{UNITS}/{partition(campaign)}"
+
+
+def marker(campaign: str, unit_id: str) -> str:
+    return f"{units_dir(campaign)}/{unit_id}.json"
+
+
+# ----- the driver's ledger ------------------------------------------------------------
+def ledger_dir(campaign: str) -> str:
+    return f"{LEDGER}/{partition(campaign)}"
+
+
+def committed(campaign: str) -> str:
+    """What the campaign's tables hold: committed units and cells, the last batch number."""
+    return f"{ledger_dir(campaign)}/committed.json"
+
+
+def pending_batch(campaign: str) -> str:
+    """A batch being committed (written before the table commits, removed after them)."""
+    return f"{ledger_dir(campaign)}/pending.json"
+
+
+def lease(campaign: str) -> str:
+    """Which driver holds the campaign (host, pid, since, heartbeat)."""
+    return f"{ledger_dir(campaign)}/lease.json"
+
+
+# ----- campaign registration -----------------------------------------------------------
+def campaign_dir(campaign: str) -> str:
+    return f"{CAMPAIGNS}/{campaign}"
+
+
+def spec_yaml(campaign: str) -> str:
+    return f"{campaign_dir(campaign)}/spec.yaml"
+
+
+def spec_json(campaign: str) -> str:
+    return f"{campaign_dir(campaign)}/spec.json"
+
+
+def plan_json(campaign: str) -> str:
+    return f"{campaign_dir(campaign)}/plan.json"
+
+
+def plan_index(campaign: str) -> str:
+    return f"{campaign_dir(campaign)}/plan-index.json"
+
+
+def driver(campaign: str) -> str:
+    return f"{campaign_dir(campaign)}/driver.json"
+
+
+# ----- artifacts and Ray ----------------------------------------------------------------
+def artifacts_dir(unit_id: str | None = None) -> str:
+    return ARTIFACTS if unit_id is None else f"{ARTIFACTS}/{unit_id}"
+
+
+def artifact(unit_id: str, name: str) -> str:
+    return f"{artifacts_dir(unit_id)}/{name}.pt"
+
+
+def ray_storage() -> str:
+    """Ray Tune's ``storage_path`` (relative to the store root)."""
+    return RAY
