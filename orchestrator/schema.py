@@ -26,7 +26,8 @@ import pyarrow as pa
 
 from trainers.records import EpochMetrics, LevelSummary, MaskLayerStats
 
-SCHEMA_VERSION = 1
+# 2: levels gained best_test_loss / final_test_loss (regression tasks have no accuracy)
+SCHEMA_VERSION = 2
 METADATA_KEY = b"lth_schema_version"
 PARTITION_COLUMN = "campaign"
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import dataclasses
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,8 @@ from trainers.registry import Registry
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs ``x`` (N, *input_shape) float32 and integer labels ``y`` (N,), on one device."""
+    """Inputs ``x`` (N, *input_shape) float32 and targets ``y`` on one device: integer labels (N,)
+    for classification, float32 (N, outputs) for regression."""
 
     x: Tensor
     y: Tensor
@@ -45,6 +48,7 @@ class DataSplits:
     test: Split
     num_classes: int
     input_shape: tuple[int, ...]  # per-example shape, channels first: (1, 40), (3, 32, 32), ...
+    task: str = "classification"  # | "regression" (num_classes is then the number of outputs)
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,12 @@ class RawData:
     y_train: Tensor
     x_test: Tensor
     y_test: Tensor
-    num_classes: int
+    num_classes: int  # classes, or outputs of a regression task
+    task: str = "classification"  # which loss and metrics apply: TASKS
 
+
+# classification: cross-entropy loss, accuracy; regression: mean squared error, no accuracy.
+TASKS = ("classification", "regression")
 
 DatasetFn = Callable[[DataConfig], RawData]
 DATASETS: Registry[DatasetFn] = Registry("dataset")
@@ -81,8 +89,10 @@ def load_data(cfg: DataConfig, seed: int, device: torch.device | str) -> DataSpl
     if cfg.val_size == 0:
         train_idx = torch.arange(n)  # keep the dataset's own order when nothing is carved out
 
+    y_dtype = torch.long if raw.task == "classification" else torch.float32
+
     def split(x: Tensor, y: Tensor) -> Split:
-        return Split(x.to(device=device, dtype=torch.float32).contiguous(), y.to(device=device, dtype=torch.long))
+        return Split(x.to(device=device, dtype=torch.float32).contiguous(), y.to(device=device, dtype=y_dtype))
 
     return DataSplits(
         train=split(raw.x_train[train_idx], raw.y_train[train_idx]),
@@ -90,6 +100,7 @@ def load_data(cfg: DataConfig, seed: int, device: torch.device | str) -> DataSpl
         test=split(raw.x_test, raw.y_test),
         num_classes=raw.num_classes,
         input_shape=tuple(raw.x_train.shape[1:]),
+        task=raw.task,
     )
 
 
@@ -236,39 +247,77 @@ def make_teacher(input_dim: int, widths: tuple[int, ...], outputs: int, seed: in
     return Teacher(weights, biases)
 
 
+@dataclass(frozen=True)
+class TeacherStudentOptions:
+    input_dim: int = 20
+    input_std: float = 10.0
+    widths: tuple[int, ...] = (10, 15, 20, 25)  # teacher hidden widths
+    num_classes: int = 10
+    teacher_seed: int = 0
+    data_seed: int = 0
+    n_train: int = 8192
+    n_test: int = 2048
+    standardize: bool = True
+    # regression: MSE on the teacher's outputs (Tian et al.); classification: argmax labels
+    task: Literal["classification", "regression"] = "classification"
+
+
+@dataclass(frozen=True)
+class TeacherStudentSetup:
+    """The resolved ``teacher_student`` options and their teacher (``input_scale``: the student
+    sees x / input_scale)."""
+
+    options: TeacherStudentOptions
+    teacher: Teacher
+    input_scale: float
+
+
+def teacher_student_setup(options: dict) -> TeacherStudentSetup:
+    """Parse ``teacher_student`` options (see :func:`teacher_student`) and build its teacher; the
+    lucky-node measurements (``trainers.lucky``) use this to meet the same teacher again."""
+    known = {f.name for f in dataclasses.fields(TeacherStudentOptions)}
+    unknown = set(options) - known
+    if unknown:
+        raise ValueError(f"DataConfig.options: unknown teacher_student option(s) {sorted(unknown)}; expected {sorted(known)}")
+    o = TeacherStudentOptions(**options)
+    if o.task not in TASKS:  # the loss depends on it: refuse rather than fall back to classification
+        raise ValueError(f"DataConfig.options.task: expected one of {TASKS} for teacher_student, got {o.task!r}")
+    teacher = make_teacher(o.input_dim, tuple(o.widths), o.num_classes, o.teacher_seed)
+    return TeacherStudentSetup(o, teacher, o.input_std if o.standardize else 1.0)
+
+
 @register_dataset("teacher_student")
 def teacher_student(cfg: DataConfig) -> RawData:
-    """Tian et al. (2019) teacher-student data, as classification.
+    """Tian et al. (2019) teacher-student data.
 
     Inputs x ~ N(0, input_std^2) in ``input_dim`` dims (defaults 10 and 20); a seeded teacher
     (``widths`` default (10, 15, 20, 25), ``num_classes`` outputs, default 10, ``teacher_seed``
-    default 0) labels each x with the argmax of its outputs, after centring each output by its
-    mean over the generated inputs so classes are roughly balanced. We use classification
-    rather than the paper's regression so the pipeline (cross-entropy loss, accuracy, best-acc
-    summaries) is uniform across datasets; the "lucky node" analysis concerns the student's
-    hidden layers aligning with the teacher's, which argmax labels still drive. Inputs are
-    divided by ``input_std`` for the student when ``standardize`` (default True): that rescales
-    all first-layer pre-activations equally, so weight directions, and hence luck, are unchanged.
+    default 0). Two tasks (option ``task``):
+
+    - ``regression`` (the paper's setting): the targets are the teacher's outputs, fitted with a
+      mean squared error. This is the task for the lucky-node analyses: every output value is a
+      signal for a student node to align with a teacher node.
+    - ``classification`` (default, kept for campaigns that want accuracy): the label is the argmax
+      of the teacher's outputs, each output centred by its mean over the generated inputs so
+      classes are roughly balanced. The argmax is a much weaker signal than the outputs.
+
+    Inputs are divided by ``input_std`` for the student when ``standardize`` (default True): that
+    rescales all first-layer pre-activations equally, so weight directions, and hence luck, are
+    unchanged; regression targets are divided by the same factor (the student then fits the
+    teacher with biases scaled by 1/input_std, the same ReLU net up to that scale).
     Options ``n_train`` (default 8192) and ``n_test`` (2048); data seed ``data_seed`` (default 0).
     """
-    o = dict(cfg.options)
-    known = {"input_dim", "input_std", "widths", "num_classes", "teacher_seed", "data_seed", "n_train",
-             "n_test", "standardize"}
-    unknown = set(o) - known
-    if unknown:
-        raise ValueError(f"DataConfig.options: unknown teacher_student option(s) {sorted(unknown)}; expected {sorted(known)}")
-    d, std = int(o.get("input_dim", 20)), float(o.get("input_std", 10.0))
-    widths = tuple(int(w) for w in o.get("widths", (10, 15, 20, 25)))
-    k = int(o.get("num_classes", 10))
-    n_train, n_test = int(o.get("n_train", 8192)), int(o.get("n_test", 2048))
-    teacher = make_teacher(d, widths, k, int(o.get("teacher_seed", 0)))
-    g = torch.Generator().manual_seed(int(o.get("data_seed", 0)))
-    x = torch.randn(n_train + n_test, d, generator=g) * std
-    out = teacher(x)
-    y = (out - out.mean(dim=0)).argmax(dim=1)
-    if o.get("standardize", True):
-        x = x / std
-    return RawData(x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes=k)
+    ts = teacher_student_setup(cfg.options)
+    o, n_train = ts.options, ts.options.n_train
+    g = torch.Generator().manual_seed(o.data_seed)
+    x = torch.randn(o.n_train + o.n_test, o.input_dim, generator=g) * o.input_std
+    out = ts.teacher(x)
+    if o.task == "regression":
+        y = out / ts.input_scale
+    else:
+        y = (out - out.mean(dim=0)).argmax(dim=1)
+    x = x / ts.input_scale
+    return RawData(x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes=o.num_classes, task=o.task)
 
 
 def _need_root(cfg: DataConfig, name: str) -> Path:

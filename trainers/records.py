@@ -25,8 +25,8 @@ class EpochMetrics:
     epoch: int  # 1-based; epoch 0 = evaluation before training
     iteration: int  # optimizer steps done when measured
     split: str  # "train" | "val" | "test"
-    loss: float
-    accuracy: float
+    loss: float  # the task's loss: cross-entropy, or mean squared error for regression
+    accuracy: float  # NaN for regression tasks
     lr: float  # learning rate in force at the end of the epoch
 
 
@@ -48,6 +48,10 @@ class LevelSummary:
     iterations: int
     seconds: float
     reason: str | None = None  # why a run diverged (first non-finite loss), else None
+    # Test loss (the task's loss: cross-entropy, or MSE for regression, where accuracy is NaN):
+    # minimum over epochs and at the last epoch. None only in rows written before they existed.
+    best_test_loss: float | None = None
+    final_test_loss: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,5 +71,37 @@ class MaskLayerStats:
     sign_agreement_kept: float | None  # fraction of kept weights with sign(init) == sign(final)
 
 
-Record = EpochMetrics | LevelSummary | MaskLayerStats
+@dataclass(frozen=True, slots=True)
+class NodeMatch:
+    """One student hidden node of one training run on teacher-student data (trainers.lucky):
+    its best correlation with a teacher node of the same layer at the start and at the end of the
+    run. None where the node's activation is constant over the inputs (dead or pruned)."""
+
+    level: int
+    reset: str
+    layer: int  # hidden layer index, 0 = first
+    node: int  # index of the node in its layer
+    init_teacher: int | None  # teacher node (same layer) best correlated at the start of the run
+    init_correlation: float | None  # Pearson correlation of post-ReLU activations over test inputs
+    final_teacher: int | None
+    final_correlation: float | None
+    fan_in_kept: float  # fraction of the node's incoming weights the run's mask keeps (1.0 dense)
+    fan_out_norm: float  # L2 norm of its (masked) outgoing weights after training
+
+
+@dataclass(frozen=True, slots=True)
+class SupermaskLayerStats:
+    """A supermask (edge-popup, trainers.supermask) of one level vs that level's ticket mask."""
+
+    level: int
+    reset: str  # the supermask reset name
+    layer: str  # parameter name
+    params: int
+    kept: int  # weights the supermask keeps (= the ticket's count in the layer)
+    density: float
+    jaccard_ticket: float  # |supermask and ticket| / |supermask or ticket|
+    jaccard_chance: float  # expected Jaccard of independent random masks of the same densities
+
+
+Record = EpochMetrics | LevelSummary | MaskLayerStats | NodeMatch | SupermaskLayerStats
 RecordCallback = Callable[[Record], None]

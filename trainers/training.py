@@ -131,12 +131,29 @@ class _EvalRow:
     val_acc: float | None
 
 
+def task_loss(out: Tensor, y: Tensor, task: str, reduction: str = "mean") -> Tensor:
+    """The task's loss: cross-entropy on class labels; for regression the squared error averaged
+    over outputs (``"sum"`` sums it over examples), so train and test losses mean the same."""
+    if task == "regression":
+        per = F.mse_loss(out.float(), y, reduction="none").flatten(1).mean(1)
+        return per.sum() if reduction == "sum" else per.mean()
+    return F.cross_entropy(out.float(), y, reduction=reduction)
+
+
+def n_correct(out: Tensor, y: Tensor, task: str) -> Tensor:
+    """Correct predictions of a classification batch; regression has no accuracy (NaN)."""
+    if task == "regression":
+        return torch.full((), float("nan"), device=out.device, dtype=torch.float64)
+    return (out.argmax(1) == y).sum()
+
+
 def evaluate(model: nn.Module, split: Split, batch_size: int, amp: contextlib.AbstractContextManager,
-             channels_last: bool) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``split`` (eval mode, no grad)."""
+             channels_last: bool, task: str = "classification") -> tuple[float, float]:
+    """Mean loss (``task_loss``) and accuracy (NaN for regression) of ``model`` on ``split``
+    (eval mode, no grad)."""
     model.eval()
     loss = torch.zeros((), device=split.x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=split.x.device, dtype=torch.long)
+    correct = torch.zeros((), device=split.x.device, dtype=torch.float64)
     with torch.inference_mode():
         for start in range(0, len(split), batch_size):
             x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]
@@ -144,8 +161,8 @@ def evaluate(model: nn.Module, split: Split, batch_size: int, amp: contextlib.Ab
                 x = x.contiguous(memory_format=torch.channels_last)
             with amp:
                 out = model(x)
-            loss += F.cross_entropy(out.float(), y, reduction="sum").double()
-            correct += (out.argmax(1) == y).sum()
+            loss += task_loss(out, y, task, reduction="sum").double()
+            correct += n_correct(out, y, task)
     n = max(len(split), 1)
     return loss.item() / n, correct.item() / n
 
@@ -215,7 +232,7 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, device: torch
         aug_gen = _epoch_generator(seed, epoch, 1)
         model.train()
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        correct = torch.zeros((), device=device, dtype=torch.long)
+        correct = torch.zeros((), device=device, dtype=torch.float64)
         seen = 0
         for b, (x, y) in enumerate(batches(data.train, cfg.batch_size, gen)):
             if b < skip:
@@ -231,7 +248,7 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, device: torch
                 group["lr"] = lr
             with amp():
                 out = model(x)
-                loss = F.cross_entropy(out.float(), y)
+                loss = task_loss(out, y, data.task)
             # On CPU the check is free; on CUDA it syncs, so only every 25 steps and at epoch end.
             if (not cuda or it % 25 == 0) and not torch.isfinite(loss):
                 reason = f"non-finite training loss ({loss.item()}) at iteration {it}"
@@ -243,7 +260,7 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, device: torch
             enforcer.apply(optimizer)
             it += 1
             loss_sum += loss.detach().double() * len(y)
-            correct += (out.argmax(1) == y).sum()
+            correct += n_correct(out, y, data.task)
             seen += len(y)
             if it in snaps:
                 snapshots[it] = cpu_state(model)
@@ -254,8 +271,9 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, device: torch
             break
         last_train_loss = loss_sum.item() / max(seen, 1)
         train_acc = correct.item() / max(seen, 1)
-        test_loss, test_acc = evaluate(model, data.test, cfg.eval_batch_size, amp(), channels_last)
-        val = evaluate(model, data.val, cfg.eval_batch_size, amp(), channels_last) if len(data.val) else None
+        test_loss, test_acc = evaluate(model, data.test, cfg.eval_batch_size, amp(), channels_last, data.task)
+        val = (evaluate(model, data.val, cfg.eval_batch_size, amp(), channels_last, data.task)
+               if len(data.val) else None)
         common = dict(level=level, reset=reset, density=density, epoch=epoch, iteration=it, lr=lr)
         emit(EpochMetrics(split="train", loss=last_train_loss, accuracy=train_acc, **common))
         if val is not None:
@@ -267,7 +285,7 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, device: torch
                              val[0] if val else None, val[1] if val else None))
 
     summary = _summarize(rows, level=level, reset=reset, density=density, reason=reason,
-                         iterations=it, seconds=time.perf_counter() - t0, epochs=len(rows))
+                         iterations=it, seconds=time.perf_counter() - t0, epochs=len(rows), task=data.task)
     emit(summary)
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
@@ -275,20 +293,26 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, device: torch
 
 
 def _summarize(rows: list[_EvalRow], *, level: int, reset: str, density: float, reason: str | None,
-               iterations: int, seconds: float, epochs: int) -> LevelSummary:
+               iterations: int, seconds: float, epochs: int, task: str = "classification") -> LevelSummary:
     nan = float("nan")
     if rows:
-        best = max(rows, key=lambda r: r.test_acc)  # first epoch reaching the max
+        # first epoch reaching the best: max accuracy, or min test loss where there is no accuracy
+        best = (min(rows, key=lambda r: r.test_loss) if task == "regression" else max(rows, key=lambda r: r.test_acc))
         has_val = rows[0].val_acc is not None
         val_sel = max(rows, key=lambda r: r.val_acc).test_acc if has_val else None
         stop = min(rows, key=lambda r: r.val_loss if has_val else r.test_loss)
         final, best_acc, best_epoch, stop_it = rows[-1], best.test_acc, best.epoch, stop.iteration
         final_acc, final_loss = final.test_acc, final.train_loss
+        best_loss, final_test_loss = min(r.test_loss for r in rows), final.test_loss
+        if task == "regression":
+            val_sel = None  # no accuracy to select by
     else:
         val_sel, best_acc, best_epoch, stop_it, final_acc, final_loss = None, nan, 0, 0, nan, nan
+        best_loss = final_test_loss = nan
     return LevelSummary(
         level=level, reset=reset, density=density, status="diverged" if reason else "done",
         final_test_accuracy=final_acc, best_test_accuracy=best_acc, best_test_epoch=best_epoch,
         val_selected_test_accuracy=val_sel, early_stop_iteration=stop_it, final_train_loss=final_loss,
         epochs=epochs, iterations=iterations, seconds=seconds, reason=reason,
+        best_test_loss=best_loss, final_test_loss=final_test_loss,
     )
