@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import click
 
-from orchestrator.spec import Campaign, SpecError, canonical_json, check_store_writable, load_campaign
+from orchestrator.spec import Campaign, SpecError, check_store_writable, load_campaign, spec_record
 
 DEFAULT_STORE = "./lth-store"
 store_option = click.option(
@@ -50,22 +49,33 @@ def main() -> None:
     """lth-sweep: pruning / lottery-ticket sweeps on Ray Tune with a Parquet result store."""
 
 
-def _load(path: str) -> Campaign:
+def _load(path: str, data_check: bool = True, max_cells: int | None = None) -> Campaign:
     try:
-        return load_campaign(path)
+        return load_campaign(path, data_check=data_check, max_cells=max_cells)
     except SpecError as e:
         raise click.ClickException(str(e)) from None
 
 
+max_cells_option = click.option(
+    "--max-cells", type=click.IntRange(min=1), default=None,
+    help="Refuse grids of more cells than this (default: the campaign's max_cells, else 100,000).")
+
+
 @main.command()
 @click.argument("campaign", type=click.Path(dir_okay=False))
-def validate(campaign: str) -> None:
+@click.option("--data-check/--no-data-check", default=True, show_default=True,
+              help="Check dataset roots and files; --no-data-check plans a campaign whose data is elsewhere "
+                   "(e.g. a cluster's) and says so.")
+@max_cells_option
+def validate(campaign: str, data_check: bool, max_cells: int | None) -> None:
     """Validate CAMPAIGN.yaml and print what it would run vs a naive grid."""
     from orchestrator.plan import make_plan
 
-    c = _load(campaign)
+    c = _load(campaign, data_check, max_cells)
     plan = make_plan(c)
-    click.echo(f"campaign {c.name}: valid")
+    click.echo(f"campaign {c.name}: valid" + (" (data not checked)" if not data_check else ""))
+    for line in c.notes:
+        click.echo(f"  note: {line}")
     for line in plan.summary().lines():
         click.echo(f"  {line}")
 
@@ -77,7 +87,7 @@ def register_campaign(store, campaign: Campaign, plan) -> None:
 
     name = campaign.name
     spec_yaml, spec_json, plan_json = paths.spec_yaml(name), paths.spec_json(name), paths.plan_json(name)
-    canonical = json.loads(canonical_json(campaign.spec.model_dump()))
+    canonical = spec_record(campaign)
     stored = store.get_json(spec_json)
     if stored is not None and stored != canonical:
         raise click.ClickException(
@@ -99,14 +109,16 @@ def register_campaign(store, campaign: Campaign, plan) -> None:
 @store_option
 @click.option("--address", default=None, help="Ray cluster to run on: 'auto' or HOST:PORT (default: embedded local Ray).")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="At most this many trials at once.")
+@max_cells_option
 @click.option("--report/--no-report", default=True, show_default=True,
               help="After the run, write reports/<campaign>/ and print the rewind-vs-reinit verdict table.")
-def run(campaign: str, store: str, address: str | None, max_concurrent: int | None, report: bool) -> None:
+def run(campaign: str, store: str, address: str | None, max_concurrent: int | None, max_cells: int | None,
+        report: bool) -> None:
     """Run (or resume) CAMPAIGN.yaml: only units not finished in the store are trained."""
     from orchestrator.plan import make_plan
     from orchestrator.store import Store
 
-    c = _load(campaign)
+    c = _load(campaign, max_cells=max_cells)
     try:
         check_store_writable(store)
     except SpecError as e:

@@ -18,7 +18,8 @@ import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from orchestrator.spec import Campaign, Cell, stable_hash
+from orchestrator.ids import stable_hash
+from orchestrator.spec import Campaign, Cell
 from trainers.config import PruneConfig, RunSetup
 from trainers.records import DENSE
 

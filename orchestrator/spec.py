@@ -6,131 +6,95 @@ expected, e.g. ``grid.lr[1]: Input should be greater than 0, got -0.1``.
 
 A campaign file has the sections of ``trainers/config.py`` (``data``, ``model``, ``train``,
 ``prune``) as fixed settings, ``seed``/``seeds`` and ``reset``/``resets``, ``resources``,
-``max_failures`` and a ``grid`` of swept axes. Axis names are shorthands (``dataset``,
-``arch``, ``lr``, ``schedule``, ``structure``, ``reset``, ``seed``) or dotted setting paths
-(``train.epochs``, ``model.options.widths``). The cells are the cartesian product of the
-axes, in the order the axes and their values are written.
+``max_failures``, ``max_cells`` and a ``grid`` of swept axes (orchestrator/grid.py). The
+sections are validated as the trainers' own dataclasses, whose fields carry the types, defaults
+and ranges; the campaign adds only conveniences of its own: ``prune.method: auto``,
+``prune.density`` (sets the rate), a default ``prune.mask_driver``, and a budget in iterations
+replacing the default epochs.
+
+The jobs live apart: reading YAML (spec_yaml), error messages (spec_errors), axes and their
+product (grid), registry and data checks (checks), ids (ids); this module puts them together.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import itertools
+import dataclasses
 import json
 import os
 import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, get_type_hints
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from annotated_types import Gt, Le
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from trainers.config import DataConfig, ModelConfig, PruneConfig, RunSetup, TrainConfig
+from orchestrator.checks import check_cell
+from orchestrator.grid import (
+    AXIS_SHORTHANDS,
+    DEFAULT_MAX_CELLS,
+    SECTIONS,
+    Axis,
+    axes,
+    check_size,
+    product,
+    set_path,
+    value_at,
+)
+from orchestrator.ids import canonical_json, stable_hash
+from orchestrator.spec_errors import SETTINGS_CONFIG, SpecError, messages
+from orchestrator.spec_yaml import decode, load_yaml
+from trainers.config import (
+    DataConfig,
+    ModelConfig,
+    NonNegativeInt,
+    PositiveInt,
+    PruneConfig,
+    RunSetup,
+    Seed,
+    TrainConfig,
+)
 
-AXIS_SHORTHANDS: dict[str, str] = {
-    "dataset": "data.dataset",
-    "arch": "model.arch",
-    "lr": "train.lr",
-    "schedule": "prune.schedule",
-    "structure": "prune.structure",
-    "reset": "reset",
-    "seed": "seed",
-}
-# Column names of the trials table for the canonical paths above.
-AXIS_COLUMN_OF = {path: short for short, path in AXIS_SHORTHANDS.items()}
-# torchvision datasets read from a local root a user already has (nothing downloads).
-ROOT_DATASETS = ("mnist", "cifar10")
+__all__ = ["AXIS_SHORTHANDS", "Campaign", "CampaignSpec", "Cell", "SpecError", "canonical_json",
+           "check_store_writable", "load_campaign", "parse_campaign", "spec_record", "stable_hash"]
+
 AUTO_METHOD = {"unstructured": "magnitude_global", "structured": "l1_structured"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_PRUNE_DEFAULTS = PruneConfig()
 
 
-class SpecError(ValueError):
-    """A campaign spec that cannot run. ``messages``: one ``"<key path>: <problem>"`` each."""
-
-    def __init__(self, messages: list[str], source: str = "campaign"):
-        self.messages = list(dict.fromkeys(messages))  # de-duplicated, order kept
-        self.source = source
-        super().__init__(f"{source}: invalid campaign spec\n" + "\n".join(f"  {m}" for m in self.messages))
-
-
-class _Strict(BaseModel):
-    # strict: YAML already gives real ints/floats/bools; a quoted "0.1" is a typo worth refusing.
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class DataSpec(_Strict):
-    dataset: str
-    root: str | None = None  # ~ and $VARS are expanded, so campaign files can say ${CIFAR10_ROOT}
-    val_size: int = Field(0, ge=0)
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("root")
-    @classmethod
-    def _expand_root(cls, v: str | None) -> str | None:
-        return None if v is None else os.path.expandvars(os.path.expanduser(v))
-
-
-class ModelSpec(_Strict):
-    arch: str
-    options: dict[str, Any] = Field(default_factory=dict)
+def _prune_section() -> type:
+    """The campaign's ``prune`` section: PruneConfig's fields (types, ranges, defaults) with the
+    campaign's conveniences: ``method: auto`` (by structure), ``rate`` or ``density`` (the final
+    density after ``levels``; unset, PruneConfig's default rate), ``mask_driver`` unset (the first
+    reset of the campaign that is not reinit)."""
+    hints = get_type_hints(PruneConfig, include_extras=True)
+    own = {
+        "method": (str, "auto"),
+        "rate": (hints["rate"] | None, None),
+        "mask_driver": (str | None, None),
+    }
+    fields = []
+    for f in dataclasses.fields(PruneConfig):
+        if f.name in own:
+            typ, default = own[f.name]
+            fields.append((f.name, typ, dataclasses.field(default=default)))
+        else:
+            fields.append((f.name, hints[f.name], dataclasses.field(default=f.default, default_factory=f.default_factory)))
+        if f.name == "rate":
+            fields.append(("density", Annotated[float, Gt(0), Le(1)] | None, dataclasses.field(default=None)))
+    cls = dataclasses.make_dataclass("PruneSection", fields, frozen=True)
+    cls.__module__ = __name__
+    return cls
 
 
-class TrainSpec(_Strict):
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(1e-4, ge=0)
-    batch_size: int = Field(64, ge=1)
-    epochs: int | None = Field(None, ge=1)
-    iterations: int | None = Field(None, ge=1)
-    schedule: Literal["constant", "step", "cosine"] = "step"
-    milestones: list[int] = Field(default_factory=list)
-    gamma: float = Field(0.1, gt=0)
-    warmup_iterations: int = Field(0, ge=0)
-    augment: bool = False
-    eval_batch_size: int = Field(1024, ge=1)
-
-    @model_validator(mode="after")
-    def _one_budget(self) -> TrainSpec:
-        if self.epochs is not None and self.iterations is not None:
-            raise ValueError("set exactly one of epochs / iterations, got both")
-        if self.epochs is None and self.iterations is None:
-            self.epochs = 10
-        return self
+PruneSection = _prune_section()
 
 
-class PruneSpec(_Strict):
-    structure: Literal["unstructured", "structured"] = "unstructured"
-    method: str = "auto"  # auto: magnitude_global (unstructured) / l1_structured (structured)
-    schedule: Literal["oneshot", "iterative"] = "iterative"
-    rate: float | None = Field(None, gt=0, lt=1)
-    density: float | None = Field(None, gt=0, le=1)  # final density after `levels`; sets rate
-    levels: int = Field(5, ge=1)
-    layer_rates: dict[str, float] = Field(default_factory=dict)
-    exclude: list[str] = Field(default_factory=list)
-    finetune_lr: float | None = Field(None, gt=0)
-    mask_driver: str | None = None  # None: first reset of the campaign that is not reinit
-
-    @model_validator(mode="after")
-    def _rate_or_density(self) -> PruneSpec:
-        if self.rate is not None and self.density is not None:
-            raise ValueError("set at most one of rate / density, got both")
-        for name, r in self.layer_rates.items():
-            if not 0 < r < 1:
-                raise ValueError(f"layer_rates.{name}: must be in (0, 1), got {r}")
-        return self
-
-    def resolved_rate(self) -> float:
-        if self.density is not None:
-            return 1.0 - self.density ** (1.0 / self.levels)
-        return 0.2 if self.rate is None else self.rate
-
-
-class Resources(_Strict):
+class Resources(BaseModel):
+    model_config = SETTINGS_CONFIG
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
 
@@ -143,29 +107,32 @@ class Resources(_Strict):
         return v
 
 
-class CampaignSpec(_Strict):
+class CampaignSpec(BaseModel):
+    model_config = SETTINGS_CONFIG
     name: str
-    data: DataSpec
-    model: ModelSpec
-    train: TrainSpec = Field(default_factory=TrainSpec)
-    prune: PruneSpec = Field(default_factory=PruneSpec)
-    seed: int | None = Field(None, ge=0)
-    seeds: list[int] | None = None
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig = TrainConfig()
+    prune: PruneSection = PruneSection()
+    seed: Seed | None = None
+    seeds: list[Seed] | None = None
     reset: str | None = None
     resets: list[str] | None = None
     resources: Resources = Field(default_factory=Resources)
-    max_failures: int = Field(1, ge=0)
+    max_failures: NonNegativeInt = 1
+    max_cells: PositiveInt = DEFAULT_MAX_CELLS  # a safety limit, not a setting: not in spec_record
     grid: dict[str, list[Any]] = Field(default_factory=dict)
 
 
-class CellSettings(_Strict):
-    """One cell's settings, validated as a whole (a grid value is checked in context)."""
+class CellSettings(BaseModel):
+    """One cell's settings before the campaign's conveniences are resolved."""
 
-    data: DataSpec
-    model: ModelSpec
-    train: TrainSpec
-    prune: PruneSpec
-    seed: int = Field(ge=0)
+    model_config = SETTINGS_CONFIG
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    prune: PruneSection
+    seed: Seed
     reset: str
 
 
@@ -181,16 +148,7 @@ class Cell:
 
     def column(self, name: str) -> Any:
         """Value of a trials-table axis column (dataset, arch, lr, ...)."""
-        c = self.config
-        return {
-            "dataset": c["data"]["dataset"],
-            "arch": c["model"]["arch"],
-            "lr": c["train"]["lr"],
-            "schedule": c["prune"]["schedule"],
-            "structure": c["prune"]["structure"],
-            "reset": c["reset"],
-            "seed": c["seed"],
-        }[name]
+        return value_at(self.config, AXIS_SHORTHANDS[name])
 
 
 @dataclass(frozen=True)
@@ -198,403 +156,176 @@ class Campaign:
     spec: CampaignSpec
     text: str  # the YAML as submitted (stored with the campaign)
     cells: list[Cell]
+    notes: tuple[str, ...] = ()  # what validation skipped (e.g. the data checks)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
 
-# ---------------------------------------------------------------------------- YAML
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last)."""
-
-
-def _node_path(loader: _UniqueKeyLoader, target: yaml.Node) -> str:
-    """Dotted key path of ``target`` in the document being loaded ("" when not found)."""
-
-    def walk(node: yaml.Node, path: str) -> str | None:
-        if node is target:
-            return path
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                name = k.value if isinstance(k, yaml.ScalarNode) else "?"
-                found = walk(v, f"{path}.{name}" if path else name)
-                if found is not None:
-                    return found
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                found = walk(v, f"{path}[{i}]")
-                if found is not None:
-                    return found
-        return None
-
-    root = getattr(loader, "_lth_root", None)
-    return (walk(root, "") if root is not None else None) or ""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            parent = _node_path(loader, node)
-            where = f"{parent}.{key}" if parent else str(key)
-            raise SpecError([f"{where}: duplicate key {key!r} at line {key_node.start_mark.line + 1}; "
-                             "expected each key once (YAML would silently keep the last)"])
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-def _load_yaml(text: str) -> Any:
-    loader = _UniqueKeyLoader(text)
-    try:
-        root = loader.get_single_node()
-        loader._lth_root = root  # for key paths in duplicate-key messages
-        return None if root is None else loader.construct_document(root)
-    finally:
-        loader.dispose()
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def stable_hash(obj: Any, n: int = 12) -> str:
-    """Short sha256 of the canonical JSON of ``obj``: the same settings give the same id."""
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
-
-
-# ---------------------------------------------------------------------------- errors
-
-
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _messages(err: ValidationError, prefix: str = "", rename: dict[str, str] | None = None) -> list[str]:
-    msgs = []
-    for e in err.errors():
-        path = _loc(tuple(e["loc"]))
-        if rename:
-            for old, new in rename.items():
-                if path == old or path.startswith(old + ".") or path.startswith(old + "["):
-                    path = new + path[len(old) :]
-                    break
-        path = f"{prefix}.{path}" if prefix and path else (prefix or path or "<root>")
-        msg = e["msg"]
-        if e["type"] == "value_error":
-            msg = msg.removeprefix("Value error, ")
-            sub, sep, rest = msg.partition(": ")
-            if sep and re.fullmatch(r"[A-Za-z_][\w.]*", sub):  # "layer_rates.output: must be ..."
-                path, msg = (f"{path}.{sub}" if path != "<root>" else sub), rest
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif e["type"] == "missing":
-            msg = "required key missing"
-        elif "input" in e and e["type"] != "value_error":
-            msg += f", got {e['input']!r}"
-        msgs.append(f"{path}: {msg}")
-    return msgs
+def spec_record(campaign: Campaign) -> dict:
+    """The spec as a store keeps it (``_campaigns/<name>/spec.json``): a rerun resumes only if
+    this is unchanged, so its form is kept stable (max_cells, a safety limit, is left out)."""
+    return json.loads(canonical_json(campaign.spec.model_dump(exclude={"max_cells"})))
 
 
 # ---------------------------------------------------------------------------- loading
 
 
-def load_campaign(path: str | os.PathLike) -> Campaign:
+def load_campaign(path: str | os.PathLike, *, data_check: bool = True, max_cells: int | None = None) -> Campaign:
     """Read and validate a campaign file; raise SpecError naming every problem found."""
     p = Path(path)
     if not p.is_file():
         raise SpecError([f"{p}: campaign file not found"], str(p))
-    return parse_campaign(p.read_text(), source=str(p))
-
-
-def parse_campaign(text: str, source: str = "campaign") -> Campaign:
     try:
-        raw = _load_yaml(text)
+        text = decode(p.read_bytes())
+    except SpecError as e:
+        raise SpecError(e.messages, str(p)) from None
+    return parse_campaign(text, source=str(p), data_check=data_check, max_cells=max_cells)
+
+
+_VAR = re.compile(r"\$(\w+)|\$\{([^}]*)\}")
+
+
+def _expand_root(data: Any, path: str, errors: list[str] | None, unset: set[str]) -> None:
+    """Expand ~ and $VARS in ``data.root`` in place. An unset variable is named (``errors``), or,
+    without data checks (errors None), left as written and noted in ``unset``."""
+    if not isinstance(data, dict) or not isinstance(data.get("root"), str):
+        return
+    root = data["root"]
+    missing = [a or b for a, b in _VAR.findall(root) if (a or b) not in os.environ]
+    if missing:
+        if errors is not None:
+            names = ", ".join(sorted(set(missing)))
+            errors.append(f"{path}.root: environment variable {names} is not set ({root!r}); set it to the "
+                          "directory holding the dataset, or use lth validate --no-data-check to see the plan")
+        unset.update(missing)
+        return
+    data["root"] = os.path.expanduser(os.path.expandvars(root))
+
+
+def _budget(tree: dict) -> None:
+    """A budget in iterations replaces TrainConfig's default epochs (both given: refused later)."""
+    train = tree.get("train")
+    if isinstance(train, dict) and train.get("iterations") is not None and "epochs" not in train:
+        train["epochs"] = None
+
+
+def _validate_cell(tree: dict, rename: dict[str, str] | None = None) -> tuple[CellSettings | None, list[str]]:
+    _budget(tree)
+    try:
+        return CellSettings.model_validate_json(json.dumps(tree)), []
+    except ValidationError as e:
+        return None, messages(e, rename=rename)
+
+
+def _resolve_prune(p: Any, default_driver: str) -> PruneConfig | str:
+    """PruneConfig of a cell's prune section, or the problem ("prune: ...")."""
+    if p.rate is not None and p.density is not None:
+        return "set at most one of rate / density, got both"
+    if p.density is not None:
+        rate = 1.0 - p.density ** (1.0 / p.levels)
+    else:
+        rate = _PRUNE_DEFAULTS.rate if p.rate is None else p.rate
+    values = {f.name: getattr(p, f.name) for f in dataclasses.fields(PruneConfig)}
+    values.update(rate=rate, method=AUTO_METHOD[p.structure] if p.method == "auto" else p.method,
+                  mask_driver=p.mask_driver or default_driver)
+    return PruneConfig(**values)
+
+
+def parse_campaign(text: str, source: str = "campaign", *, data_check: bool = True,
+                   max_cells: int | None = None) -> Campaign:
+    """Validate campaign YAML ``text``. ``data_check=False`` skips every check that reads the file
+    system (dataset roots and files, loading a dataset without declared sizes) and leaves unset
+    variables in ``data.root`` as written; ``max_cells`` overrides the campaign's limit."""
+    try:
+        raw = load_yaml(text)
     except SpecError as e:
         raise SpecError(e.messages, source) from None
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<root>"
-        what = e.problem or "unreadable YAML"
-        if e.context and e.context_mark:
-            what += f" ({e.context} started at line {e.context_mark.line + 1})"
-        raise SpecError([f"{where}: YAML syntax error: {what}"], source) from None
-    except yaml.YAMLError as e:
-        raise SpecError([f"<root>: YAML syntax error: {e}"], source) from None
     if not isinstance(raw, dict):
         raise SpecError(["<root>: expected a mapping of campaign settings"], source)
-    try:
-        spec = CampaignSpec.model_validate(raw)
-    except ValidationError as e:
-        raise SpecError(_messages(e), source) from None
     errors: list[str] = []
+    unset: set[str] = set()
+    raw = copy.deepcopy(raw)  # shares of YAML aliases become copies: cells are edited in place
+    _expand_root(raw.get("data"), "data", errors if data_check else None, unset)
+    fixed = copy.deepcopy(raw)
+    _budget(fixed)
+    try:
+        spec = CampaignSpec.model_validate_json(json.dumps(fixed))
+    except ValidationError as e:
+        raise SpecError(errors + messages(e), source) from None
     if not _NAME_RE.match(spec.name):
         errors.append(f"name: expected letters, digits, '_', '.', '-' (a directory name), got {spec.name!r}")
-    axes = _axes(spec, raw, errors)
+    ax = axes(raw, spec.grid, errors)
+    if not errors:
+        check_size(ax, max_cells or spec.max_cells, errors)
     if errors:
         raise SpecError(errors, source)
-    cells = _expand(spec, raw, axes, errors)
-    if errors:
-        raise SpecError(errors, source)
-    return Campaign(spec=spec, text=text, cells=cells)
-
-
-@dataclass
-class _Axis:
-    name: str  # as written (shorthand or dotted path)
-    path: str  # canonical dotted path
-    values: list[Any]
-    source: str  # key path the values came from: "grid.lr", "seeds", ...
-
-
-def _axes(spec: CampaignSpec, raw: dict, errors: list[str]) -> list[_Axis]:
-    axes: list[_Axis] = []
-    for key, pair in (("seed", ("seed", "seeds")), ("reset", ("reset", "resets"))):
-        one, many = pair
-        if raw.get(one) is not None and raw.get(many) is not None:
-            errors.append(f"{many}: give either {one} or {many}, not both")
-        if raw.get(many) is not None:
-            axes.append(_Axis(key, key, list(raw[many]), many))
-            if not raw[many]:
-                errors.append(f"{many}: empty list, expected at least one value")
-    seen: dict[str, str] = {a.path: a.source for a in axes}
-    for name, values in spec.grid.items():
-        path = AXIS_SHORTHANDS.get(name, name)
-        top = path.split(".")[0]
-        if top not in ("data", "model", "train", "prune") and path not in ("seed", "reset"):
-            errors.append(
-                f"grid.{name}: unknown axis, expected one of {sorted(AXIS_SHORTHANDS)} "
-                "or a dotted setting path (data.*, model.*, train.*, prune.*)"
-            )
-            continue
-        if path in seen:
-            errors.append(f"grid.{name}: duplicate axis, same setting as {seen[path]}")
-            continue
-        if not values:
-            errors.append(f"grid.{name}: empty axis, expected a list of at least one value")
-            continue
-        seen[path] = f"grid.{name}"
-        axes.append(_Axis(name, path, values, f"grid.{name}"))
-    return axes
-
-
-def _set(tree: dict, path: str, value: Any) -> None:
-    parts = path.split(".")
-    for p in parts[:-1]:
-        nxt = tree.get(p)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            tree[p] = nxt
-        tree = nxt
-    tree[parts[-1]] = value
-
-
-def _base(spec: CampaignSpec, raw: dict) -> dict:
-    """The fixed settings as raw dicts (axes are set on top of these per cell)."""
-    base = {k: copy.deepcopy(raw.get(k, {})) for k in ("data", "model", "train", "prune")}
+    base = {k: copy.deepcopy(raw.get(k, {})) for k in SECTIONS}
     base["seed"] = spec.seed if spec.seed is not None else (spec.seeds or [0])[0]
     base["reset"] = spec.reset if spec.reset is not None else (spec.resets or ["rewind"])[0]
-    return base
-
-
-def _expand(spec: CampaignSpec, raw: dict, axes: list[_Axis], errors: list[str]) -> list[Cell]:
-    base = _base(spec, raw)
-    # 1. every axis value in the context of the fixed settings: errors name grid.<axis>[i].
-    for ax in axes:
-        for i, v in enumerate(ax.values):
-            trial = copy.deepcopy(base)
-            _set(trial, ax.path, v)
-            try:
-                CellSettings.model_validate(trial)
-            except ValidationError as e:
-                for m in _messages(e, rename={ax.path: f"{ax.source}[{i}]"}):
-                    errors.append(m)
+    _check_axis_values(base, ax, errors, data_check, unset)
     if errors:
-        return []
-    reset_axis = next((a for a in axes if a.path == "reset"), None)
+        raise SpecError(errors, source)
+    cells = _expand(base, ax, errors, data_check, unset)
+    if errors:
+        raise SpecError(errors, source)
+    notes = []
+    if not data_check:
+        notes.append("data checks skipped (--no-data-check): dataset roots and files were not read")
+        if unset:
+            notes.append(f"unset in data.root: {', '.join(sorted(unset))}; these trial ids differ from a run "
+                         "with the variables set")
+    return Campaign(spec=spec, text=text, cells=cells, notes=tuple(notes))
+
+
+def _check_axis_values(base: dict, ax: list[Axis], errors: list[str], data_check: bool, unset: set[str]) -> None:
+    """Every axis value in the context of the fixed settings: errors name ``grid.<axis>[i]``."""
+    for a in ax:
+        for i, v in enumerate(a.values):
+            tree = copy.deepcopy(base)
+            set_path(tree, a.path, copy.deepcopy(v))
+            rename = {a.path: f"{a.source}[{i}]"}
+            if a.path.startswith("data"):
+                _expand_root(tree.get("data"), rename.get("data", "data"), errors if data_check else None, unset)
+            errors += _validate_cell(tree, rename)[1]
+
+
+def _expand(base: dict, ax: list[Axis], errors: list[str], data_check: bool, unset: set[str]) -> list[Cell]:
+    reset_axis = next((a for a in ax if a.path == "reset"), None)
     resets = reset_axis.values if reset_axis else [base["reset"]]
     default_driver = next((r for r in resets if r != "reinit"), "rewind")
     cells: list[Cell] = []
-    checked: set[str] = set()
-    for combo in itertools.product(*[list(enumerate(a.values)) for a in axes]):
-        tree = copy.deepcopy(base)
-        where: dict[str, str] = {}
-        for ax, (i, v) in zip(axes, combo):
-            _set(tree, ax.path, v)
-            where[ax.path] = f"{ax.source}[{i}]"
-        s = CellSettings.model_validate(tree)
-        config = _resolve(s, default_driver)
-        for m in _check_cell(s, config, where):
-            if m not in checked:
-                checked.add(m)
-                errors.append(m)
-        cell_axes = {ax.name: v for ax, (_, v) in zip(axes, combo)}
-        cells.append(
-            Cell(
-                trial_id=stable_hash(config),
-                axes=cell_axes,
-                config=config,
-                setup=_setup(config),
-                reset=config["reset"],
-            )
-        )
-    return cells
-
-
-def _resolve(s: CellSettings, default_driver: str) -> dict:
-    """Canonical settings of a cell: defaults filled, 'auto' method and rate resolved."""
-    prune = s.prune.model_dump()
-    prune["method"] = AUTO_METHOD[s.prune.structure] if s.prune.method == "auto" else s.prune.method
-    prune["rate"] = s.prune.resolved_rate()
-    prune.pop("density")
-    prune["mask_driver"] = s.prune.mask_driver or default_driver
-    return {
-        "data": s.data.model_dump(),
-        "model": s.model.model_dump(),
-        "train": s.train.model_dump(),
-        "prune": prune,
-        "seed": s.seed,
-        "reset": s.reset,
-    }
-
-
-def _setup(c: dict) -> RunSetup:
-    t = dict(c["train"])
-    t["milestones"] = tuple(t["milestones"])
-    p = dict(c["prune"])
-    p["exclude"] = tuple(p["exclude"])
-    return RunSetup(
-        data=DataConfig(**c["data"]),
-        model=ModelConfig(**c["model"]),
-        train=TrainConfig(**t),
-        prune=PruneConfig(**p),
-        seed=c["seed"],
-    )
-
-
-def _src(where: dict[str, str], path: str) -> str:
-    return where.get(path, path)
-
-
-def _check_cell(s: CellSettings, config: dict, where: dict[str, str]) -> list[str]:
-    """Checks that need the trainers' registries or the file system. The trainers are
-    imported here, not at module import, so ``lth --help`` stays fast."""
-    from trainers.datasets import DATASETS
-    from trainers.models import MODELS
-    from trainers.pruning import PRUNING_METHODS, STRUCTURED_METHODS
-    from trainers.resets import parse_reset
-
-    out: list[str] = []
-    ds, arch = s.data.dataset, s.model.arch
-    if ds not in DATASETS:
-        out.append(f"{_src(where, 'data.dataset')}: unknown dataset {ds!r}, expected one of {sorted(DATASETS)}")
-    if arch not in MODELS:
-        out.append(f"{_src(where, 'model.arch')}: unknown arch {arch!r}, expected one of {sorted(MODELS)}")
-    method = config["prune"]["method"]
-    if method not in PRUNING_METHODS:
-        out.append(
-            f"{_src(where, 'prune.method')}: unknown pruning method {method!r}, "
-            f"expected 'auto' or one of {sorted(PRUNING_METHODS)}"
-        )
-    elif (method in STRUCTURED_METHODS) != (s.prune.structure == "structured"):
-        out.append(
-            f"{_src(where, 'prune.method')}: method {method!r} does not match "
-            f"{_src(where, 'prune.structure')} = {s.prune.structure!r} (use 'auto' or a matching method)"
-        )
-    for path, name in (("reset", s.reset), ("prune.mask_driver", config["prune"]["mask_driver"])):
-        if path == "prune.mask_driver" and s.prune.mask_driver is None:
-            continue  # the default driver is one of the campaign's resets, checked in its own cell
-        try:
-            r = parse_reset(name)
-        except ValueError as e:
-            out.append(f"{_src(where, path)}: {e}")
+    first: dict[str, int] = {}
+    seen_errors: set[str] = set()
+    for tree, cell_axes, where in product(base, ax):
+        if any(p.startswith("data") for p in where):
+            _expand_root(tree.get("data"), "data", None, unset)
+        s, problems = _validate_cell(tree, where)
+        if s is None:  # a combination of values each valid alone, e.g. epochs and iterations
+            errors += [m for m in problems if m not in seen_errors]
+            seen_errors.update(problems)
             continue
-        if r.k is not None and ds in DATASETS:
-            try:
-                budget = _budget_iterations(s)
-            except (OSError, ValueError) as e:  # e.g. a data.root without the dataset's files
-                out.append(f"{_src(where, 'data.root')}: cannot load dataset {ds!r} to size the budget: {e}")
-                continue
-            if r.k >= budget:
-                out.append(
-                    f"{_src(where, path)}: {name} rewinds to iteration {r.k}, beyond the training budget "
-                    f"of {budget} iterations ({_src(where, 'train.epochs')}); expected k < {budget}"
-                )
-    if (s.prune.layer_rates or s.prune.exclude) and ds in DATASETS and arch in MODELS:
-        out += _check_layer_names(s, config, where)
-    if ds in ROOT_DATASETS:
-        root = s.data.root
-        if not root:
-            out.append(f"{_src(where, 'data.root')}: dataset {ds!r} needs data.root (a local directory; nothing downloads)")
-        elif not Path(root).expanduser().is_dir():
-            out.append(f"{_src(where, 'data.root')}: directory {root!r} for dataset {ds!r} does not exist")
+        prune = _resolve_prune(s.prune, default_driver)
+        if isinstance(prune, str):
+            problems = [f"{where.get('prune', 'prune')}: {prune}"]
         else:
-            from trainers.datasets import missing_files
-
-            folder, missing = missing_files(ds, root)
-            if missing:
-                out.append(f"{_src(where, 'data.root')}: {folder} lacks {missing}, expected the {ds} files there "
-                           "(nothing downloads)")
-    return out
-
-
-_DATA_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {}
-
-
-def _check_layer_names(s: CellSettings, config: dict, where: dict[str, str]) -> list[str]:
-    """prune.layer_rates / prune.exclude must name layers of the model (for structured pruning,
-    channel groups): build the model (no training) and let the pruning code judge the names."""
-    from trainers.datasets import DATASETS, OFFICIAL_SHAPES
-    from trainers.models import build_model
-    from trainers.pruning import layer_targets
-
-    key = canonical_json(s.data.model_dump())
-    if key not in _DATA_SHAPES:
-        if s.data.dataset in OFFICIAL_SHAPES:
-            _DATA_SHAPES[key] = OFFICIAL_SHAPES[s.data.dataset]
-        else:  # generated / bundled datasets load in about a second
-            raw = DATASETS[s.data.dataset](DataConfig(**s.data.model_dump()))
-            _DATA_SHAPES[key] = (tuple(raw.x_train.shape[1:]), raw.num_classes)
-    shape, classes = _DATA_SHAPES[key]
-    setup = _setup(config)
-    try:
-        model = build_model(setup.model, shape, classes, 0)
-    except (ValueError, TypeError):
-        return []  # a model that cannot be built fails its trial with the builder's message
-    try:
-        layer_targets(model, setup.prune)
-    except ValueError as e:
-        path, _, msg = str(e).partition(": ")
-        return [f"{_src(where, path)}: {msg}"]
-    return []
-
-
-_TRAIN_SIZES: dict[str, int] = {}
-
-
-def _budget_iterations(s: CellSettings) -> int:
-    """Optimizer steps of one training run (only called for rewind@k, so data loads rarely)."""
-    if s.train.iterations is not None:
-        return s.train.iterations
-    from trainers.datasets import DATASETS, OFFICIAL_TRAIN_SIZES
-
-    key = canonical_json(s.data.model_dump())
-    if s.data.dataset in OFFICIAL_TRAIN_SIZES:
-        _TRAIN_SIZES[key] = OFFICIAL_TRAIN_SIZES[s.data.dataset] - s.data.val_size
-    if key not in _TRAIN_SIZES:
-        cfg = DataConfig(**s.data.model_dump())
-        _TRAIN_SIZES[key] = int(DATASETS[s.data.dataset](cfg).y_train.shape[0]) - s.data.val_size
-    per_epoch = -(-_TRAIN_SIZES[key] // s.train.batch_size)  # ceil: the last partial batch is a step
-    return per_epoch * int(s.train.epochs or 0)
+            setup = RunSetup(data=s.data, model=s.model, train=s.train, prune=prune, seed=s.seed)
+            problems = check_cell(setup, s.reset, s.prune.mask_driver is not None, where, data_check)
+        for m in problems:
+            if m not in seen_errors:
+                seen_errors.add(m)
+                errors.append(m)
+        if problems:
+            continue
+        config = {**dataclasses.asdict(setup), "reset": s.reset}
+        trial_id = stable_hash(config)
+        j = first.setdefault(trial_id, len(cells))
+        if j != len(cells):
+            errors.append(f"grid: cells {cells[j].axes} and {cell_axes} resolve to the same settings; expected "
+                          "each cell once (e.g. 1 and 1.0, or 'auto' and the method it stands for)")
+        cells.append(Cell(trial_id=trial_id, axes=cell_axes, config=config, setup=setup, reset=s.reset))
+    return cells
 
 
 def check_store_writable(uri: str) -> None:

@@ -1,5 +1,7 @@
-"""Model registry: ``@register_model("name")`` on a builder ``(options, input_shape, num_classes)
--> PrunableModel``; ``build_model`` builds and applies the seeded init.
+"""Model registry: ``@register_model("name", options=Options)`` on a builder ``(options,
+input_shape, num_classes) -> PrunableModel``, where ``Options`` is a frozen dataclass declaring
+the arch's ``model.options`` (types, defaults, ranges; none: ``NoOptions``) and the builder gets
+an instance of it; ``build_model`` builds and applies the seeded init.
 
 Importing this package imports every architecture module so the registry is complete.
 """
@@ -7,6 +9,7 @@ Importing this package imports every architecture module so the registry is comp
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,7 +18,7 @@ from trainers.config import ModelConfig
 from trainers.models.base import ChannelGroup, PrunableModel
 from trainers.registry import Registry
 
-Builder = Callable[[dict, tuple[int, ...], int], PrunableModel]
+Builder = Callable[[Any, tuple[int, ...], int], PrunableModel]
 MODELS: Registry[Builder] = Registry("model")
 # Decorator: ``@register_model("name")`` makes ``ModelConfig(arch="name")`` build it.
 register_model = MODELS.register
@@ -44,7 +47,7 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int
         raise ValueError(f"ModelConfig.arch: unknown architecture {cfg.arch!r}; expected one of {sorted(MODELS)}")
     # torch's default init draws from the global RNG; fork it so building a model has no side effect.
     with torch.random.fork_rng(devices=[]):
-        model = MODELS[cfg.arch](dict(cfg.options), tuple(input_shape), num_classes)
+        model = MODELS[cfg.arch](MODELS.parse_options(cfg.arch, cfg.options), tuple(input_shape), num_classes)
     init_weights(model, seed)
     return model
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from trainers.config import PositiveInt
 from trainers.models import register_model
 from trainers.models.base import ChannelGroup, PrunableModel
 
@@ -91,11 +92,16 @@ class ConvNet(PrunableModel):
         return groups
 
 
-@register_model("cnn1d")
-def cnn1d(options: dict, input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
+@dataclass(frozen=True)
+class CNN1dOptions:
+    channels: PositiveInt = 25
+
+
+@register_model("cnn1d", options=CNN1dOptions)
+def cnn1d(options: CNN1dOptions, input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
     """The MNIST-1D paper's CNN: three strided Conv1d (kernels 5, 3, 3; stride 2) of ``channels``
-    (default 25) channels, then one linear layer."""
-    ch = int(options.get("channels", 25))
+    channels, then one linear layer."""
+    ch = options.channels
     specs = [ConvSpec(ch, 5, 2, 1), ConvSpec(ch, 3, 2, 1), ConvSpec(ch, 3, 2, 1)]
     return ConvNet(input_shape, specs, (), num_classes)
 
@@ -110,17 +116,17 @@ def _lth_conv(blocks: int, input_shape: tuple[int, ...], num_classes: int) -> Co
 
 
 @register_model("conv2")
-def conv2(options: dict, input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
+def conv2(options, input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
     return _lth_conv(1, input_shape, num_classes)
 
 
 @register_model("conv4")
-def conv4(options: dict, input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
+def conv4(options, input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
     return _lth_conv(2, input_shape, num_classes)
 
 
 @register_model("conv6")
-def conv6(options: dict, input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
+def conv6(options, input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
     return _lth_conv(3, input_shape, num_classes)
 
 
@@ -145,7 +151,7 @@ def _vgg(plan: list, input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
 
 def _register_vgg(name: str) -> None:
     @register_model(name)
-    def build(options: dict, input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
+    def build(options, input_shape: tuple[int, ...], num_classes: int) -> ConvNet:
         return _vgg(_VGG[name], input_shape, num_classes)
 
 

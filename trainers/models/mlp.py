@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from trainers.config import PositiveInt, Widths
 from trainers.models import register_model
 from trainers.models.base import ChannelGroup, PrunableModel
 
@@ -34,29 +36,29 @@ class MLP(PrunableModel):
         ]
 
 
-def _widths(options: dict, default: tuple[int, ...]) -> tuple[int, ...]:
-    widths = tuple(int(w) for w in options.get("widths", default))
-    if not widths or min(widths) < 1:
-        raise ValueError(f"ModelConfig.options.widths: expected positive hidden-layer widths, got {widths}")
-    return widths
+@dataclass(frozen=True)
+class MLPOptions:
+    widths: Widths = (100, 100)  # hidden layer sizes (the MNIST-1D paper's MLP)
 
 
-@register_model("mlp")
-def mlp(options: dict, input_shape: tuple[int, ...], num_classes: int) -> MLP:
-    """options: ``widths`` (hidden layer sizes, default (100, 100) as in the MNIST-1D paper)."""
-    return MLP(math.prod(input_shape), _widths(options, (100, 100)), num_classes)
+@register_model("mlp", options=MLPOptions)
+def mlp(options: MLPOptions, input_shape: tuple[int, ...], num_classes: int) -> MLP:
+    return MLP(math.prod(input_shape), tuple(options.widths), num_classes)
 
 
 @register_model("lenet300_100")
-def lenet300_100(options: dict, input_shape: tuple[int, ...], num_classes: int) -> MLP:
+def lenet300_100(options, input_shape: tuple[int, ...], num_classes: int) -> MLP:
     """LeNet-300-100 of the LTH paper."""
     return MLP(math.prod(input_shape), (300, 100), num_classes)
 
 
-@register_model("student_mlp")
-def student_mlp(options: dict, input_shape: tuple[int, ...], num_classes: int) -> MLP:
-    """Tian et al.'s over-parameterised student: ``teacher_widths`` (default (10, 15, 20, 25), keep
-    equal to the dataset's ``widths``) times ``multiplier`` (default 10)."""
-    mult = int(options.get("multiplier", 10))
-    teacher = _widths({"widths": options.get("teacher_widths", (10, 15, 20, 25))}, ())
-    return MLP(math.prod(input_shape), tuple(w * mult for w in teacher), num_classes)
+@dataclass(frozen=True)
+class StudentOptions:
+    teacher_widths: Widths = (10, 15, 20, 25)  # keep equal to the teacher_student dataset's widths
+    multiplier: PositiveInt = 10  # student width per teacher node
+
+
+@register_model("student_mlp", options=StudentOptions)
+def student_mlp(options: StudentOptions, input_shape: tuple[int, ...], num_classes: int) -> MLP:
+    """Tian et al.'s over-parameterised student: the teacher's widths times ``multiplier``."""
+    return MLP(math.prod(input_shape), tuple(w * options.multiplier for w in options.teacher_widths), num_classes)

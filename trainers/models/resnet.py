@@ -7,8 +7,13 @@ channels cannot be removed independently.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated
+
+from annotated_types import Predicate
 from torch import Tensor, nn
 
+from trainers.config import PositiveInt
 from trainers.models import register_model
 from trainers.models.base import ChannelGroup, PrunableModel
 
@@ -32,7 +37,7 @@ class Block(nn.Module):
 class ResNet(PrunableModel):
     def __init__(self, depth: int, input_shape: tuple[int, ...], num_classes: int, width: int = 16):
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
+        if not is_6n_plus_2(depth):
             raise ValueError(f"ModelConfig.options.depth: a CIFAR ResNet needs depth 6n+2 (8, 14, 20, 56, ...), got {depth}")
         if len(input_shape) != 3:
             raise ValueError(f"ResNet: expected input_shape (C, H, W), got {input_shape}")
@@ -61,17 +66,31 @@ class ResNet(PrunableModel):
         ]
 
 
-@register_model("resnet")
-def resnet(options: dict, input_shape: tuple[int, ...], num_classes: int) -> ResNet:
-    """options: ``depth`` (6n+2, default 20), ``width`` (first stage channels, default 16)."""
-    return ResNet(int(options.get("depth", 20)), input_shape, num_classes, int(options.get("width", 16)))
+def is_6n_plus_2(depth: int) -> bool:
+    """A CIFAR ResNet's depth: 3 stages of n basic blocks (2 convs each), plus the stem and the head."""
+    return depth >= 8 and (depth - 2) % 6 == 0
 
 
-@register_model("resnet20")
-def resnet20(options: dict, input_shape: tuple[int, ...], num_classes: int) -> ResNet:
-    return ResNet(20, input_shape, num_classes, int(options.get("width", 16)))
+@dataclass(frozen=True)
+class ResNetWidthOptions:
+    width: PositiveInt = 16  # channels of the first stage (doubled per stage)
 
 
-@register_model("resnet56")
-def resnet56(options: dict, input_shape: tuple[int, ...], num_classes: int) -> ResNet:
-    return ResNet(56, input_shape, num_classes, int(options.get("width", 16)))
+@dataclass(frozen=True)
+class ResNetOptions(ResNetWidthOptions):
+    depth: Annotated[int, Predicate(is_6n_plus_2)] = 20  # 6n+2: 8, 14, 20, 32, 44, 56, 110, ...
+
+
+@register_model("resnet", options=ResNetOptions)
+def resnet(options: ResNetOptions, input_shape: tuple[int, ...], num_classes: int) -> ResNet:
+    return ResNet(options.depth, input_shape, num_classes, options.width)
+
+
+@register_model("resnet20", options=ResNetWidthOptions)
+def resnet20(options: ResNetWidthOptions, input_shape: tuple[int, ...], num_classes: int) -> ResNet:
+    return ResNet(20, input_shape, num_classes, options.width)
+
+
+@register_model("resnet56", options=ResNetWidthOptions)
+def resnet56(options: ResNetWidthOptions, input_shape: tuple[int, ...], num_classes: int) -> ResNet:
+    return ResNet(56, input_shape, num_classes, options.width)
