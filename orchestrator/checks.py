@@ -144,11 +144,14 @@ def _check_root(setup: RunSetup, src) -> list[str]:
 def _check_layer_names(setup: RunSetup, info, src) -> list[str]:
     """prune.layer_rates / prune.exclude must name layers of the model (for structured pruning,
     channel groups): build the model (no training) and let the pruning code judge the names."""
+    import torch
+
     from trainers.models import build_model
     from trainers.pruning import layer_targets
 
     try:
-        model = build_model(setup.model, info.input_shape, info.num_classes, 0)
+        with torch.device("meta"):  # names and shapes only: no memory, however wide the options say
+            model = build_model(setup.model, info.input_shape, info.num_classes, 0)
     except (ValueError, TypeError, RuntimeError):
         return []  # a model that cannot be built fails its trial with the builder's message
     try:

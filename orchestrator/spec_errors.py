@@ -35,6 +35,7 @@ def renamed(path: str, rename: dict[str, str] | None) -> str:
 
 _PYTHON_WORDS = {"list_type": "Input should be a valid list", "tuple_type": "Input should be a valid list",
                  "dict_type": "Input should be a valid dictionary"}
+_YAML_TEXT_NUMBER = re.compile(r"[-+]?[0-9.]+[eE][-+]?[0-9]+")  # 1e-3, 1.0e5: numbers to people, text to YAML 1.1
 _SHORT = 200  # characters of a refused input quoted in a message
 
 
@@ -66,6 +67,11 @@ def messages(err: ValidationError, prefix: str = "", rename: dict[str, str] | No
             msg = f"expected a finite number, got {_shown(e.get('input'))}"
         elif "input" in e and kind != "value_error":
             msg += f", got {_shown(e['input'])}"
+            if kind == "float_type" and _YAML_TEXT_NUMBER.fullmatch(str(e["input"])):
+                mantissa, _, exp = str(e["input"]).lower().partition("e")
+                msg += (f" (text: YAML reads a number without a dot as text; write {mantissa}.0e{exp})"
+                        if "." not in mantissa else f" (text: YAML needs a sign in the exponent; write "
+                        f"{mantissa}e{exp if exp[0] in '+-' else '+' + exp})")
         out.append(f"{path}: {msg}")
     return out
 

@@ -103,3 +103,41 @@ def test_fixed_value_and_axis_is_not_ambiguous():
     holds the defaults a grid overrides). Two axes for one setting are refused (corpus)."""
     c = parse_campaign(GOOD + "grid:\n  lr: [0.05, 0.01]\n")
     assert [cell.setup.train.lr for cell in c.cells] == [0.05, 0.01]
+
+
+def test_committed_campaign_ids_unchanged(monkeypatch):
+    """Stores written before a change to the spec code resume only if every committed campaign
+    keeps its trial ids, unit ids and stored spec (recorded in tests/golden_ids.json)."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from golden_ids import GOLDEN_ROOTS, golden_ids
+
+    for var, value in GOLDEN_ROOTS.items():
+        monkeypatch.setenv(var, value)
+    recorded = json.loads((Path(__file__).parent / "golden_ids.json").read_text())
+    now = golden_ids()
+    assert sorted(now) == sorted(recorded)
+    for name, ids in recorded.items():
+        assert now[name] == ids, f"{name}: ids changed"
+
+
+def test_no_data_check_plans_a_campaign_whose_data_is_elsewhere(monkeypatch):
+    monkeypatch.delenv("LTH_BAD_SPEC_UNSET_ROOT", raising=False)
+    case = str(CORPUS / "unset_env_root.yaml")
+    result = CliRunner().invoke(main, ["validate", "--no-data-check", case])
+    assert result.exit_code == 0, result.output
+    assert "valid (data not checked)" in result.output and "data checks skipped" in result.output
+    assert "unset in data.root: LTH_BAD_SPEC_UNSET_ROOT" in result.output and "cells: 1" in result.output
+    assert not ray.is_initialized()
+
+
+def test_max_cells_can_be_raised_on_purpose(tmp_path):
+    spec = tmp_path / "grid.yaml"
+    spec.write_text(GOOD + "max_cells: 2\nseeds: [0, 1, 2]\n")
+    refused = CliRunner().invoke(main, ["validate", str(spec)])
+    assert refused.exit_code == 1 and "grid: 3 cells = 3 (seeds), above max_cells = 2" in refused.output
+    assert CliRunner().invoke(main, ["validate", "--max-cells", "3", str(spec)]).exit_code == 0
+    spec.write_text(GOOD + "max_cells: 3\nseeds: [0, 1, 2]\n")
+    assert "cells: 3" in CliRunner().invoke(main, ["validate", str(spec)]).output
