@@ -16,7 +16,8 @@ from trainers.records import EpochMetrics, LevelSummary
 from trainers.training import train
 
 CPU = torch.device("cpu")
-OPTS = {"input_dim": 6, "widths": [4, 3], "num_classes": 2, "n_train": 512, "n_test": 256, "task": "regression"}
+OPTS = {"input_dim": 6, "widths": [4, 3], "num_classes": 2, "n_train": 512, "n_test": 256, "task": "regression",
+        "normalize_targets": False}
 CFG = TrainConfig(lr=0.02, momentum=0.9, weight_decay=0.0, batch_size=64, epochs=3, schedule="constant")
 
 
@@ -40,6 +41,12 @@ def test_regression_targets_are_the_teachers_outputs_on_the_raw_inputs():
         h = np.maximum(h @ w.double().numpy().T + b.double().numpy(), 0)
     out = h @ ts.teacher.weights[-1].double().numpy().T + ts.teacher.biases[-1].double().numpy()
     np.testing.assert_allclose(d.test.y.numpy(), out / 10.0, rtol=1e-4, atol=1e-5)
+    norm = load_data(_data(normalize_targets=True), 0, CPU)  # each output standardised over all inputs
+    both = torch.cat([norm.train.y, norm.test.y]).double().numpy()
+    np.testing.assert_allclose(both.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(both.std(0, ddof=1), 1, rtol=1e-4)
+    raw = torch.cat([d.train.y, d.test.y]).double().numpy()
+    np.testing.assert_allclose(both, (raw - raw.mean(0)) / raw.std(0, ddof=1), rtol=1e-3, atol=1e-4)
     cls = load_data(_data(task="classification"), 0, CPU)
     assert cls.task == "classification" and cls.train.y.dtype == torch.long
     assert torch.equal(cls.test.x, d.test.x)
