@@ -110,9 +110,19 @@ def decode(data: bytes) -> str:
                          "expected a UTF-8 encoded YAML file"]) from None
 
 
+def _char(c: int | str) -> str:
+    return f"U+{c if isinstance(c, int) else ord(c):04X}"
+
+
 def load_yaml(text: str) -> Any:
     """The single YAML document in ``text`` as dicts, lists and scalars (None when empty)."""
-    loader = _UniqueKeyLoader(text)
+    try:
+        loader = _UniqueKeyLoader(text)  # the reader refuses control characters here
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        raise SpecError([f"line {line}, column {col}: character {_char(e.character)} is not allowed in YAML; "
+                         "expected printable text"]) from None
     try:
         try:
             root = loader.get_single_node()
