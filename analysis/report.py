@@ -57,15 +57,43 @@ def _display_keys(df: pd.DataFrame) -> list[str]:
     return keys
 
 
-def _verdict_table(results: dict[str, rethinking_lr.RethinkingResult], keys: list[str]) -> pd.DataFrame:
+def _verdict_table(results: dict[str, rethinking_lr.RethinkingResult], keys: list[str], treatment: str = "rewind",
+                   control: str = "reinit") -> pd.DataFrame:
     best = results["best"].verdicts
     table = best[keys].copy()
     table["levels"] = best["testable"].astype(str) + "/" + best["levels"].astype(str)
     table["gain (pts)"] = (100 * best["mean_gain"]).round(2)
+    table["better/equiv/worse/undecided"] = (best["better"].astype(str) + "/" + best["equivalent"].astype(str) + "/"
+                                             + best["worse"].astype(str) + "/" + best["undecided"].astype(str))
+    table[f"diverged ({treatment}/{control})"] = (best["diverged_treatment"].astype(str) + "/"
+                                                  + best["diverged_control"].astype(str))
+    table["sd (pts)"] = (100 * best["sd_diff"]).round(2)
+    table["MDE80 (pts)"] = (100 * best["mde80"]).round(2)
+    table["seeds"] = best["pairs"]
+    table["seeds needed"] = [rethinking_lr.seeds_text(x) if x == x else "" for x in best["seeds_needed"]]
     for metric, res in results.items():
         table[f"verdict ({metric})"] = res.verdicts["verdict"].to_numpy()
     table["reason (best)"] = best["reason"]
     return table
+
+
+def rule_text(treatment: str, control: str, margin: float) -> str:
+    """The verdict rule in words, as the report states it."""
+    m = f"{100 * margin:g}"
+    return (
+        f"Rule: per level, the paired (by seed) difference {treatment} − {control} of the accuracy metric is "
+        f"*better* if its 95% t-interval lies above 0 and the gain is at least {m} points, *worse* if the interval "
+        f"lies below 0 and the gain is at most −{m}, *equivalent* if two one-sided tests at ±{m} points reject "
+        f"(the 90% interval lies inside ±{m}), else *undecided*; each test's p-values are Holm-corrected over the "
+        "setting's levels; levels with fewer than two seed pairs are not testable. A diverged run scores chance "
+        "accuracy (a loss for its side) and is counted. Verdict: *yes* if a strict majority of testable levels "
+        "is better, *no* if a strict majority is equivalent or worse, otherwise *undecided*. Settings are not "
+        "corrected against each other. `sd` is the pooled SD of the paired differences, `MDE80` the smallest "
+        "gain whose interval would lie above 0 with 80% power at the current seeds, `seeds needed` the seeds "
+        "per level at which a majority of levels would be decided with 80% power if the true gains were the "
+        "observed ones (noncentral t, before Holm). `best` = best test accuracy over epochs (the Rethinking "
+        "protocol), `final` = last epoch, `val` = test accuracy at the best-validation epoch."
+    )
 
 
 FIGURE_DIGESTS = ".figure-digests.json"
@@ -212,7 +240,7 @@ def build_report(
         path.write_text(text)
         files.append(path)
 
-    verdicts = _verdict_table(results, keys)
+    verdicts = _verdict_table(results, keys, treatment, control)
     write("verdicts.md", markdown_table(verdicts))
     write("verdicts.tex", latex_table(verdicts, caption=f"Does the winning ticket ({treatment}) beat {control}? "
                                        f"Campaign {campaign}.", label="tab:lth-verdicts"))
@@ -257,13 +285,7 @@ def build_report(
     if best.problems:
         md += ["**What this store cannot show:**", ""] + [f"- {p}" for p in best.problems] + [""]
     md += ["## Verdicts", "", markdown_table(verdicts),
-           f"Rule: per level, the paired (by seed) difference {treatment} − {control} of the accuracy metric has a "
-           f"95% t-interval; a level is *better* if it lies above 0, *not better* if its upper end is below "
-           f"{margin:g} (a gain of {100 * margin:g} accuracy points or more is ruled out), else unclear; levels "
-           "with fewer than two seed pairs are not testable. Verdict: yes if a strict majority of testable levels "
-           "is better, no if a strict majority is not better, otherwise (or with no testable level) inconclusive. "
-           "`best` = best test accuracy over epochs (the Rethinking protocol), `final` = last epoch, "
-           "`val` = test accuracy at the best-validation epoch.", "",
+           rule_text(treatment, control, margin), "",
            "## Accuracy (best over epochs, %, mean ± std over seeds; best per row in bold)", "", acc.markdown()]
     md += ["## Figures", ""] + [f"![{cap}]({name})\n" for cap, name in figures]
     md += ["Per-level comparisons of every metric (means, CIs, paired differences, p-values): `comparison.csv`.", ""]

@@ -14,18 +14,24 @@ all resets of one seed retrain the same masks on the same data order.
 Per (setting, level) and accuracy metric — ``best`` (best test accuracy over epochs, the
 Rethinking protocol), ``final``, ``val`` (test accuracy at the best-validation epoch) —
 ``compare`` reports each side's mean, std and 95% t-interval over seeds, and the paired
-difference (treatment − control, same seed) with its 95% t-interval and a two-sided paired
-t-test p-value. Only runs with status "done" count.
+difference (treatment − control, same seed) with its 95% and 90% t-intervals, a two-sided paired
+t-test p-value and the p-values of the three decisions of ``analysis.paired_tests``.
 
-Verdict rule (``verdicts``), per setting, from the paired-difference CI at each level that has
-at least two seed pairs ("testable"):
-  * the level is *better* if the CI lies above 0 (a significant gain);
-  * else *not better* if the CI's upper end is below ``margin`` (a gain of ``margin`` or more
-    — default 0.01, one accuracy point — is ruled out);
-  * else *unclear* (the CI still allows a gain of ``margin`` or more).
-The verdict is "yes" when a strict majority of testable levels is better, "no" when a strict
-majority is not better, otherwise "inconclusive"; with no testable level it is "inconclusive"
-and ``reason`` says what is missing (a reset mode, or a second seed).
+Diverged runs are not dropped (dropping them with their pair would favour the side that
+diverges): a diverged run scores the dataset's chance accuracy (1 / classes), so it counts as a
+loss for its side, and the diverged runs per side are counted (``diverged_treatment``,
+``diverged_control``). Failed or missing runs are left out and said in ``note``.
+
+Verdict rule (``verdicts``), per setting, from its levels with at least two seed pairs ("testable"):
+  * each level is *better*, *equivalent*, *worse* or *undecided* (``paired_tests``: CI above 0 and
+    gain ≥ margin / TOST at ±margin, i.e. the 90% CI inside (−margin, margin) / CI below 0 and
+    gain ≤ −margin), after Holm's correction of each test over the setting's levels;
+  * the verdict is "yes" when a strict majority of testable levels is better, "no" when a strict
+    majority is equivalent or worse, otherwise "undecided" — the same strength of evidence is asked
+    of both answers. Settings are not corrected against each other: read them as separate questions.
+Each verdict carries its power: the pooled SD of the paired differences, the minimum detectable
+effect at 80% power and the current seeds, and the seeds per level at which a majority of levels
+would be decided with 80% power if the true gains were the observed ones ("seeds needed").
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import stdtr, stdtrit  # = stats.t.ppf / .sf without scipy.stats' ~1 s import
 
+from analysis import paired_tests as pt
 from orchestrator import schema
 
 METRICS = {
@@ -63,7 +70,37 @@ def _extra_axes(axes_json: str) -> str:
 
 
 def load_runs(con: duckdb.DuckDBPyConnection, campaign: str | None = None) -> pd.DataFrame:
-    """One row per run (RUN_KEYS) with density, status and the three accuracies, from ``cell_levels``."""
+    """One row per run (RUN_KEYS) with density, status and the three accuracies, from ``cell_levels``;
+    ``chance_accuracy`` (1 / classes of the run's dataset) is filled where a run diverged."""
+    runs = _load_runs(con, campaign)
+    runs["chance_accuracy"] = math.nan
+    diverged = runs["status"] == "diverged"
+    if diverged.any():
+        chance = chance_accuracies(con, campaign)
+        runs.loc[diverged, "chance_accuracy"] = runs.loc[diverged, "dataset"].map(chance).astype(float)
+    return runs
+
+
+def chance_accuracies(con: duckdb.DuckDBPyConnection, campaign: str | None = None) -> dict[str, float]:
+    """{dataset: 1 / its number of classes} from the trials' configs, without loading the data
+    (the dataset registry's size info); datasets whose classes are unknown are left out."""
+    from trainers.datasets import DATASETS  # torch: imported only when some run diverged
+
+    where = "WHERE campaign = $campaign" if campaign else ""
+    rows = con.execute(f"SELECT dataset, any_value(config_json) FROM trials {where} GROUP BY dataset",
+                       {"campaign": campaign} if campaign else {}).fetchall()
+    out = {}
+    for dataset, config_json in rows:
+        try:
+            data = json.loads(config_json).get("data", {})
+            options = DATASETS.parse_options(dataset, data.get("options") or {})
+            out[dataset] = 1.0 / DATASETS.info[dataset](options).num_classes
+        except (KeyError, ValueError, TypeError, AttributeError, ZeroDivisionError):
+            continue
+    return out
+
+
+def _load_runs(con: duckdb.DuckDBPyConnection, campaign: str | None) -> pd.DataFrame:
     where = "WHERE campaign = $campaign" if campaign else ""
     params = {"campaign": campaign} if campaign else {}
     acc = ", ".join(f"any_value(c.{col}) AS {col}" for col in METRICS.values())
@@ -153,10 +190,14 @@ def compare(
         raise ValueError(f"axis {axis!r}: expected one of {[k for k in RUN_KEYS if k != 'seed']}")
     col = METRICS[metric]
     keys = [k for k in RUN_KEYS if k not in (axis, "seed")]
-    df = runs[[*keys, "seed", axis, "density", "status", col]].copy()
+    chance = runs["chance_accuracy"] if "chance_accuracy" in runs else pd.Series(math.nan, index=runs.index)
+    df = runs[[*keys, "seed", axis, "density", "status", col]].assign(_chance=chance)
     df["_side"] = df[axis].astype(str)
     df = df[df["_side"].isin([str(treatment), str(control)])]
-    df["_ok"] = (df["status"] == "done") & df[col].notna()
+    df["_div"] = df["status"] == "diverged"
+    # A diverged run scores chance accuracy (0 where the classes are unknown): a loss for its side.
+    df[col] = np.where(df["_div"], df["_chance"].fillna(0.0), df[col])
+    df["_ok"] = ((df["status"] == "done") & df[col].notna()) | df["_div"]
     rows = []
     # One groupby to number the groups, then plain numpy slices per group: iterating pandas
     # groups (a DataFrame each) over the ~600 groups of a 10k-trial campaign was the slow part.
@@ -167,16 +208,18 @@ def compare(
     group_keys = grouped.size().index
     group_keys = group_keys.tolist() if len(keys) > 1 else [(k,) for k in group_keys.tolist()]
     side_all, ok_all = df["_side"].to_numpy()[order], df["_ok"].to_numpy()[order]
+    div_all, chance_known = df["_div"].to_numpy()[order], df["_chance"].notna().to_numpy()[order]
     seeds_all, values_all = df["seed"].to_numpy()[order], df[col].to_numpy(dtype=float)[order]
     density_all = df["density"].to_numpy(dtype=float)[order]
     for g, key in enumerate(group_keys):
         lo_, hi_ = bounds[g], bounds[g + 1]
         side, ok = side_all[lo_:hi_], ok_all[lo_:hi_]
-        seeds, values = seeds_all[lo_:hi_], values_all[lo_:hi_]
-        by_side = {}
+        seeds, values, div = seeds_all[lo_:hi_], values_all[lo_:hi_], div_all[lo_:hi_]
+        by_side, diverged = {}, {}
         for name, value in (("treatment", str(treatment)), ("control", str(control))):
             sel = ok & (side == value)
             by_side[name] = dict(zip(seeds[sel].tolist(), values[sel].tolist()))
+            diverged[name] = int((div & (side == value)).sum())
         row = dict(zip(keys, key))
         row["density"] = float(pd.Series(density_all[lo_:hi_]).mean())  # pandas' NaN-skipping mean, as before
         for name, vals in by_side.items():
@@ -188,7 +231,8 @@ def compare(
         diffs = np.array([t[k] - c[k] for k in paired], dtype=float)
         m, s, lo, hi = mean_ci(diffs)
         row.update(n_pairs=len(paired), diff_mean=m, diff_std=s, diff_ci_low=lo, diff_ci_high=hi,
-                   p_value=paired_p_value(diffs))
+                   p_value=paired_p_value(diffs), diverged_treatment=diverged["treatment"],
+                   diverged_control=diverged["control"])
         notes = []
         if not t:
             notes.append(f"no {axis}={treatment} runs")
@@ -198,65 +242,115 @@ def compare(
             notes.append(f"{len(paired)} seed pair(s): no CI")
         skipped = int((~ok).sum())
         if skipped:
-            notes.append(f"{skipped} run(s) not done/missing {metric}")
+            notes.append(f"{skipped} run(s) failed/missing {metric}: left out")
+        if div.any():
+            unknown = int((div & ~chance_known[lo_:hi_]).sum())
+            notes.append(f"{int(div.sum())} diverged run(s) scored at chance accuracy"
+                         + (f" ({unknown} at 0: classes unknown)" if unknown else ""))
         row["note"] = "; ".join(notes)
         rows.append(row)
     columns = keys + ["density", "n_treatment", "mean_treatment", "std_treatment", "ci_low_treatment",
                       "ci_high_treatment", "n_control", "mean_control", "std_control", "ci_low_control",
                       "ci_high_control", "n_pairs", "diff_mean", "diff_std", "diff_ci_low", "diff_ci_high",
-                      "p_value", "note"]
+                      "p_value", "diverged_treatment", "diverged_control", "note"]
     return pd.DataFrame(rows, columns=columns)
 
 
-def level_outcome(row: pd.Series, margin: float) -> str:
-    """'better' | 'not better' | 'unclear' | 'untestable' for one compared level (module docstring)."""
-    if row["n_pairs"] < 2 or pd.isna(row["diff_ci_low"]):
-        return "untestable"
-    if row["diff_ci_low"] > 0:
-        return "better"
-    if row["diff_ci_high"] < margin:
-        return "not better"
-    return "unclear"
+DECISION_COLUMNS = ["diff_ci90_low", "diff_ci90_high", "p_better", "p_worse", "p_equivalent", "p_better_holm",
+                    "p_worse_holm", "p_equivalent_holm", "outcome", "mde80", "seeds_needed"]
 
 
-def _level_outcomes(comp: pd.DataFrame, margin: float) -> np.ndarray:
-    """``level_outcome`` of every row at once (row-wise ``iterrows`` is slow on thousands of levels)."""
-    lo, hi = comp["diff_ci_low"].to_numpy(dtype=float), comp["diff_ci_high"].to_numpy(dtype=float)
-    untestable = (comp["n_pairs"].to_numpy() < 2) | np.isnan(lo)
-    return np.select([untestable, lo > 0, hi < margin], ["untestable", "better", "not better"], "unclear")
+def decide_levels(comparison: pd.DataFrame, margin: float = DEFAULT_MARGIN,
+                  group_keys: list[str] | None = None) -> pd.DataFrame:
+    """``comparison`` plus, per level, the 90% CI, the three decisions' p-values (raw and Holm-adjusted
+    within each group of ``group_keys``, default the setting), the outcome, the minimum detectable
+    effect at 80% power and the seed pairs that decide the level with 80% power (module docstring)."""
+    if group_keys is None:
+        group_keys = [k for k in comparison.columns if k in SETTING_KEYS]
+    comp = comparison.drop(columns=[c for c in DECISION_COLUMNS if c in comparison.columns]).copy()
+    n, mean, sd = (comp[c].to_numpy(dtype=float) for c in ("n_pairs", "diff_mean", "diff_std"))
+    comp["diff_ci90_low"], comp["diff_ci90_high"] = pt.t_interval(n, mean, sd, 1 - 2 * pt.ALPHA)
+    raw = pt.level_pvalues(n, mean, sd, margin)
+    gid = comp.groupby(group_keys, dropna=False, sort=False).ngroup().to_numpy() if len(comp) else np.array([], int)
+    for name, p in raw.items():
+        comp[name] = p
+        adjusted = np.full_like(p, np.nan)
+        for g in np.unique(gid):
+            sel = gid == g
+            adjusted[sel] = pt.holm(p[sel])
+        comp[f"{name}_holm"] = adjusted
+    comp["outcome"] = pt.classify(mean, comp["p_better_holm"], comp["p_worse_holm"], comp["p_equivalent_holm"], margin)
+    # Power at alpha / (testable levels of the setting): Bonferroni, which Holm's step-down never
+    # needs more than, so the seeds asked for are enough after the correction.
+    k = pd.Series(n >= 2).groupby(gid).transform("sum").to_numpy(dtype=float) if len(comp) else np.array([])
+    alpha = pt.ALPHA / np.maximum(k, 1)
+    comp["mde80"] = pt.minimum_detectable_effect(n, sd, alpha=alpha)
+    comp["seeds_needed"] = pt.seeds_needed(mean, sd, margin, alpha=alpha)
+    return comp
+
+
+def _majority_seeds(group: pd.DataFrame, margin: float) -> float:
+    """Seeds per level at which a strict majority of the testable levels would be decided in one
+    direction (each level heading where its observed gain points): ``inf`` if the levels split."""
+    testable = group[group["outcome"] != "untestable"]
+    need = len(testable) // 2 + 1
+    best = math.inf
+    for heading in ("better", "equivalent", "worse"):
+        seeds = np.sort(testable.loc[pt.direction(testable["diff_mean"], margin)
+                                     == heading, "seeds_needed"].to_numpy(dtype=float))
+        if len(seeds) >= need:
+            best = min(best, float(seeds[need - 1]))
+    return best
+
+
+def seeds_text(seeds: float) -> str:
+    return f"more than {pt.MAX_SEEDS}" if math.isinf(seeds) else f"{seeds:.0f}"
 
 
 def verdicts(comparison: pd.DataFrame, margin: float = DEFAULT_MARGIN, group_keys: list[str] | None = None) -> pd.DataFrame:
-    """Verdict per setting ("yes" / "no" / "inconclusive") from a ``compare`` result (rule: module docstring)."""
+    """Verdict per setting ("yes" / "no" / "undecided") from a ``compare`` result (rule: module docstring),
+    with the level counts per outcome, diverged runs per side and the power of the verdict."""
     if group_keys is None:
         group_keys = [k for k in comparison.columns if k in SETTING_KEYS]
+    comp = decide_levels(comparison, margin, group_keys)
     rows = []
-    comp = comparison.copy()
-    comp["_outcome"] = _level_outcomes(comp, margin)
     for key, group in comp.groupby(group_keys, dropna=False, sort=True):
-        outcomes = group["_outcome"].value_counts()
-        testable = int(len(group) - outcomes.get("untestable", 0))
-        better, not_better = int(outcomes.get("better", 0)), int(outcomes.get("not better", 0))
+        key = key if isinstance(key, tuple) else (key,)
+        counts = group["outcome"].value_counts()
+        better, equivalent, worse, undecided = (int(counts.get(o, 0)) for o in pt.OUTCOMES[:4])
+        testable = better + equivalent + worse + undecided
+        ok = group[group["outcome"] != "untestable"]
+        dof = (ok["n_pairs"] - 1).to_numpy(dtype=float)
+        sd = math.sqrt(float((dof * ok["diff_std"].to_numpy(dtype=float) ** 2).sum() / dof.sum())) if testable else math.nan
+        n = int(ok["n_pairs"].median()) if testable else 0
+        mde = float(pt.minimum_detectable_effect(n, sd, alpha=pt.ALPHA / max(testable, 1))) if testable else math.nan
+        seeds = _majority_seeds(group, margin) if testable else math.nan
+        parts = [f"{name} at {c}" for name, c in (("better", better), ("equivalent", equivalent), ("worse", worse),
+                                                 ("undecided", undecided)) if c]
+        counted = ", ".join(parts) + f" of {testable} levels (Holm within the setting)"
         if testable == 0:
-            verdict = "inconclusive"
+            verdict = "undecided"
             notes = sorted({n for n in group["note"] if n})
             reason = "; ".join(notes) or "no level with two seed pairs"
         elif better * 2 > testable:
-            verdict, reason = "yes", f"CI of the gain above 0 at {better}/{testable} levels"
-        elif not_better * 2 > testable:
-            verdict, reason = "no", f"gain ≥ {100 * margin:g} pts ruled out at {not_better}/{testable} levels"
+            verdict, reason = "yes", counted
+        elif (equivalent + worse) * 2 > testable:
+            verdict, reason = "no", counted
         else:
-            verdict = "inconclusive"
-            unclear = testable - better - not_better
-            parts = [f"CI above 0 at {better}", f"gain ≥ {100 * margin:g} pts ruled out at {not_better}",
-                     f"unclear at {unclear}"]
-            counts = (better, not_better, unclear)
-            reason = "no majority: " + ", ".join(p for p, n in zip(parts, counts) if n) + f" of {testable} levels"
+            verdict = "undecided"
+            if math.isinf(seeds):
+                reason = f"{counted}; the levels point different ways: more seeds alone would not give a majority"
+            else:
+                reason = f"{counted}; ≈ {seeds_text(seeds)} seeds would decide a majority of levels (80% power)"
         rows.append({**dict(zip(group_keys, key)), "levels": len(group), "testable": testable,
-                     "better": better, "not_better": not_better,
-                     "mean_gain": float(group["diff_mean"].mean()), "verdict": verdict, "reason": reason})
-    return pd.DataFrame(rows, columns=[*group_keys, "levels", "testable", "better", "not_better", "mean_gain",
-                                       "verdict", "reason"])
+                     "better": better, "equivalent": equivalent, "worse": worse, "undecided": undecided,
+                     "diverged_treatment": int(group["diverged_treatment"].sum()),
+                     "diverged_control": int(group["diverged_control"].sum()),
+                     "mean_gain": float(group["diff_mean"].mean()), "sd_diff": sd, "pairs": n, "mde80": mde,
+                     "seeds_needed": seeds, "verdict": verdict, "reason": reason})
+    return pd.DataFrame(rows, columns=[*group_keys, "levels", "testable", "better", "equivalent", "worse", "undecided",
+                                       "diverged_treatment", "diverged_control", "mean_gain", "sd_diff", "pairs",
+                                       "mde80", "seeds_needed", "verdict", "reason"])
 
 
 def summarise(runs: pd.DataFrame, metric: str = "best") -> pd.DataFrame:
@@ -310,4 +404,5 @@ def analyse(
         problems.append("no validation split: val-selected accuracy is missing")
     comparison = compare(runs[runs["level"] > 0], "reset", treatment, control, metric) if len(runs) else compare(
         runs, "reset", treatment, control, metric)
-    return RethinkingResult(metric, runs, comparison, verdicts(comparison, margin), summarise(runs, metric), problems)
+    return RethinkingResult(metric, runs, decide_levels(comparison, margin), verdicts(comparison, margin),
+                            summarise(runs, metric), problems)

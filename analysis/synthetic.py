@@ -38,8 +38,11 @@ def _trial_row(cell: dict, reset: str, seed: int, units: list[str]) -> dict:
     }
 
 
-def _run_records(level: int, reset: str, density: float, best: float, epochs: int, val: bool) -> list:
-    """Epoch metrics rising to ``best`` at the last-but-one epoch, then a summary and mask stats."""
+def _run_records(level: int, reset: str, density: float, best: float, epochs: int, val: bool,
+                 diverged: bool = False) -> list:
+    """Epoch metrics rising to ``best`` at the last-but-one epoch, then a summary and mask stats.
+    ``diverged``: the last epoch's losses are NaN and the summary says "diverged" (its recorded
+    accuracies stay what the run reached before, as the trainer records them)."""
     recs: list = []
     accs = [best * (0.6 + 0.4 * e / max(epochs - 1, 1)) for e in range(epochs)]
     if epochs > 1:
@@ -47,9 +50,11 @@ def _run_records(level: int, reset: str, density: float, best: float, epochs: in
         accs[-2] = best
     for e, acc in enumerate(accs, start=1):
         for split in ("train", "test") + (("val",) if val else ()):
-            recs.append(EpochMetrics(level, reset, density, e, 10 * e, split, 1.0 - acc, acc, 0.1))
+            loss = float("nan") if diverged and e == epochs else 1.0 - acc
+            recs.append(EpochMetrics(level, reset, density, e, 10 * e, split, loss, acc, 0.1))
     recs.append(LevelSummary(
-        level=level, reset=reset, density=density, status="done", final_test_accuracy=accs[-1],
+        level=level, reset=reset, density=density, status="diverged" if diverged else "done",
+        reason=f"non-finite test loss after epoch {epochs}" if diverged else None, final_test_accuracy=accs[-1],
         best_test_accuracy=best, best_test_epoch=max(epochs - 1, 1), val_selected_test_accuracy=best if val else None,
         early_stop_iteration=10 * epochs, final_train_loss=1.0 - best, epochs=epochs, iterations=10 * epochs,
         seconds=0.5,
@@ -78,12 +83,14 @@ def write_campaign(
     rate: float = 0.2,
     epochs: int = 3,
     val: bool = False,
+    diverges: Callable[[dict, str, int, int], bool] | None = None,
 ) -> list[str]:
     """Write trials, metrics, levels and masks of a campaign; return the trial ids.
 
     ``cells`` are dicts with dataset, arch, structure, schedule, lr (other keys become extra
     axes). Level k has density (1 - rate) ** k; the dense run's accuracy is
-    ``accuracy(cell, "dense", 0, seed)``.
+    ``accuracy(cell, "dense", 0, seed)``. ``diverges(cell, reset, level, seed)`` marks runs that
+    diverge (their trial's status is then "diverged").
     """
     ids = []
     dense_groups: dict[tuple, list[str]] = {}
@@ -99,11 +106,16 @@ def write_campaign(
     for cell, reset, seed in product(cells, resets, seeds):
         tid = trial_id(cell, reset, seed)
         ids.append(tid)
-        recs = []
+        recs, any_diverged = [], False
         for level in range(1, levels + 1):
-            recs += _run_records(level, reset, (1 - rate) ** level, accuracy(cell, reset, level, seed), epochs, val)
+            div = bool(diverges and diverges(cell, reset, level, seed))
+            any_diverged |= div
+            recs += _run_records(level, reset, (1 - rate) ** level, accuracy(cell, reset, level, seed), epochs, val,
+                                 div)
         store.write_records(campaign, tid, tid, [tid], recs)
         trials.append(_trial_row(cell, reset, seed, [tid]))
+        if any_diverged:
+            trials[-1].update(status="diverged", reason="a pruning level diverged")
     store.write_table("trials", campaign, "trials", trials)
     return ids
 

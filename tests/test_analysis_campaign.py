@@ -58,7 +58,7 @@ def test_rewind_vs_reinit_on_real_runs(store):
             acc = {r["reset"]: r["best_test_accuracy"] for r in at.to_pylist() if r["trial_id"] in ids}
             diffs.append(acc["rewind"] - acc["reinit"])
         assert row.diff_mean == pytest.approx(sum(diffs) / 2)
-    assert res.verdicts["verdict"].iloc[0] in ("yes", "no", "inconclusive")
+    assert res.verdicts["verdict"].iloc[0] in ("yes", "no", "undecided")
     assert res.verdicts["testable"].iloc[0] == 2
 
 

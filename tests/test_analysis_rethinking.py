@@ -71,14 +71,14 @@ def test_statistics_match_scipy(store):
     assert row.p_value == pytest.approx(stats.ttest_rel(rew, rei).pvalue)
 
 
-def test_single_seed_and_missing_reset_are_inconclusive(store):
+def test_single_seed_and_missing_reset_are_undecided(store):
     con = connect(store)
     single = rethinking_lr.analyse(con, "single")
-    assert set(single.verdicts.verdict) == {"inconclusive"}
+    assert set(single.verdicts.verdict) == {"undecided"}
     assert "no CI" in single.verdicts.reason.iloc[0]
     assert any("single seed" in p for p in single.problems)
     norei = rethinking_lr.analyse(con, "norei")
-    assert set(norei.verdicts.verdict) == {"inconclusive"}
+    assert set(norei.verdicts.verdict) == {"undecided"}
     assert "no reset=reinit runs" in norei.verdicts.reason.iloc[0]
     assert any("'reinit'" in p for p in norei.problems)
 
