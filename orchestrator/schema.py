@@ -4,7 +4,9 @@ Layout under the store root (a local path or any pyarrow filesystem URI)::
 
     <root>/<table>/campaign=<name>/<file>.parquet      one file per write, never appended
 
-Tables ``trials``, ``metrics``, ``levels``, ``masks``. The per-row measurement columns of
+Tables ``trials``, ``metrics``, ``levels``, ``masks``, ``nodes`` (lucky-node rows of
+teacher-student runs, ``trainers.lucky``) and ``supermasks`` (edge-popup masks vs the level's
+ticket, ``trainers.supermask``). The per-row measurement columns of
 ``metrics``/``levels``/``masks`` come from the trainers' record dataclasses, so a field
 added there is a column here; the key columns in front (``trial_id``, ``unit_id``) and
 the ``trials`` columns are declared below. ``campaign`` is the hive partition column: it
@@ -24,10 +26,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from trainers.records import EpochMetrics, LevelSummary, MaskLayerStats
+from trainers.records import EpochMetrics, LevelSummary, MaskLayerStats, NodeMatch, SupermaskLayerStats
 
 # 2: levels gained best_test_loss / final_test_loss (regression tasks have no accuracy)
-SCHEMA_VERSION = 2
+# 3: tables nodes and supermasks
+SCHEMA_VERSION = 3
 METADATA_KEY = b"lth_schema_version"
 PARTITION_COLUMN = "campaign"
 
@@ -100,6 +103,8 @@ TRIALS = pa.schema(
 METRICS = pa.schema(_ROW_KEYS + _fields_of(EpochMetrics))
 LEVELS = pa.schema(_ROW_KEYS + _fields_of(LevelSummary))
 MASKS = pa.schema(_ROW_KEYS + _fields_of(MaskLayerStats))
+NODES = pa.schema(_ROW_KEYS + _fields_of(NodeMatch))
+SUPERMASKS = pa.schema(_ROW_KEYS + _fields_of(SupermaskLayerStats))
 
 
 @dataclass(frozen=True)
@@ -114,12 +119,16 @@ TABLES: dict[str, TableSpec] = {
     "metrics": TableSpec("metrics", METRICS, EpochMetrics),
     "levels": TableSpec("levels", LEVELS, LevelSummary),
     "masks": TableSpec("masks", MASKS, MaskLayerStats),
+    "nodes": TableSpec("nodes", NODES, NodeMatch),
+    "supermasks": TableSpec("supermasks", SUPERMASKS, SupermaskLayerStats),
 }
 
 RECORD_TABLE: dict[type, str] = {
     EpochMetrics: "metrics",
     LevelSummary: "levels",
     MaskLayerStats: "masks",
+    NodeMatch: "nodes",
+    SupermaskLayerStats: "supermasks",
 }
 
 

@@ -7,7 +7,10 @@ Registry ``RESETS`` (``@register_reset("name")``); a reset name is ``mode`` or `
 - ``rewind@k``  -- the dense run's weights at iteration k, schedule resumed at k;
 - ``reinit``    -- a fresh seeded init from the same distribution (seed from (setup.seed, level));
 - ``finetune``  -- the trained source weights, constant lr ``prune.finetune_lr`` (default lr/10);
-- ``lr_rewind`` -- the trained source weights, original schedule replayed (Renda et al. 2020).
+- ``lr_rewind`` -- the trained source weights, original schedule replayed (Renda et al. 2020);
+- ``supermask`` / ``supermask_kaiming`` -- no weight training: edge-popup (trainers.supermask)
+  on theta_0 with signed-constant / Kaiming-normal weights, keeping in every layer as many
+  weights as the level's ticket (``trajectory.retrain`` runs it; ``SUPERMASK_RESETS``).
 
 The caller multiplies the weights by the mask; the start weights are returned unmasked.
 """
@@ -24,6 +27,7 @@ import torch
 from trainers.config import RunSetup
 from trainers.masks import Weights
 from trainers.registry import Registry
+from trainers.supermask import SupermaskConfig
 
 if TYPE_CHECKING:  # trajectory imports this module
     from trainers.models.base import PrunableModel
@@ -114,6 +118,22 @@ def _finetune(spec, dense, source, setup, level, model) -> ResetStart:
 @register_reset("lr_rewind")
 def _lr_rewind(spec, dense, source, setup, level, model) -> ResetStart:
     return ResetStart(_copy(source))
+
+
+# Reset modes that train a supermask instead of weights, with their options (the paper's best,
+# signed constant, and Kaiming normal; scores start as nn.Linear's default init in both).
+SUPERMASK_RESETS: dict[str, SupermaskConfig] = {
+    "supermask": SupermaskConfig(weight_init="signed_constant"),
+    "supermask_kaiming": SupermaskConfig(weight_init="kaiming_normal"),
+}
+
+
+def _supermask(spec, dense, source, setup, level, model) -> ResetStart:
+    raise ValueError(f"reset {spec.name!r} trains scores, not weights: run it with trajectory.retrain")
+
+
+for _name in SUPERMASK_RESETS:
+    register_reset(_name)(_supermask)
 
 
 def initial_weights(

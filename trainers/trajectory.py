@@ -27,14 +27,26 @@ import torch
 
 from trainers.config import RunSetup
 from trainers.datasets import DataSplits, load_data
-from trainers.masks import Mask, Weights, apply_mask, density
+from trainers.masks import Mask, Weights, apply_mask, density, mask_weights
 from trainers.models import build_model
 from trainers.models.base import PrunableModel
 from trainers.pruning import compute_mask
-from trainers.records import DENSE, LevelSummary, RecordCallback
-from trainers.resets import initial_weights, parse_reset
+from trainers.records import DENSE, LevelSummary, RecordCallback, SupermaskLayerStats
+from trainers.resets import SUPERMASK_RESETS, initial_weights, parse_reset
 from trainers.stats import mask_statistics
 from trainers.training import train
+
+
+def _lucky_rows(setup: RunSetup, data: DataSplits, model, start: Weights, final: Weights, mask: Mask | None,
+                level: int, reset: str, emit: RecordCallback | None) -> None:
+    """Lucky-node rows (trainers.lucky) of a run on teacher-student data with a student MLP;
+    nothing for other datasets or models."""
+    from trainers.lucky import is_student, node_matches
+
+    if emit is None or setup.data.dataset != "teacher_student" or not is_student(model):
+        return
+    for row in node_matches(setup.data, data.test.x, start, final, mask, level=level, reset=reset):
+        emit(row)
 
 
 def _summary_state(s: LevelSummary) -> dict:
@@ -123,6 +135,7 @@ def train_dense(setup: RunSetup, *, device, on_record: RecordCallback | None = N
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
     res = train(model, data, setup.train, device=device, seed=setup.seed, level=0, reset=DENSE, density=1.0,
                 on_record=on_record, snapshot_iterations=tuple(k for k in rewind_iterations if k > 0))
+    _lucky_rows(setup, data, model, init, res.weights, None, 0, DENSE, on_record)
     missing = [k for k in rewind_iterations if k > 0 and k not in res.snapshots]
     if missing and not res.diverged:
         raise ValueError(f"rewind iterations {missing} are beyond the dense run's {res.summary.iterations} steps")
@@ -151,26 +164,55 @@ def retrain(setup: RunSetup, *, level: int, mask: Mask, reset: str, dense: Dense
     trainers.resets); ``source`` is the trained weights the mask came from (finetune/lr_rewind)."""
     data = _data(setup, device)
     model = _model(setup, dense.input_shape, dense.num_classes)
+    if parse_reset(reset).mode in SUPERMASK_RESETS:
+        return _supermask_branch(setup, data, model, level, mask, reset, dense, device, on_record)
     start = initial_weights(reset, dense, source, setup, level, model)
     model.load_state_dict(start.weights)
     apply_mask(model, mask)
+    start_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     cfg = setup.train
     if start.lr_override is not None:  # fine-tuning: a small constant lr, no warm-up
         cfg = dataclasses.replace(cfg, lr=start.lr_override, schedule="constant", warmup_iterations=0)
     res = train(model, data, cfg, device=device, seed=setup.seed, level=level, reset=reset,
                 density=density(mask, model.prunable()), on_record=on_record, mask=mask,
                 start_iteration=start.start_iteration)
+    _lucky_rows(setup, data, model, start_weights, res.weights, mask, level, reset, on_record)
     return BranchResult(level, reset, res.weights, res.summary, res.diverged)
+
+
+def _supermask_branch(setup: RunSetup, data: DataSplits, model: PrunableModel, level: int, mask: Mask, reset: str,
+                      dense: DenseState, device, on_record: RecordCallback | None) -> BranchResult:
+    """Edge-popup on the dense run's theta_0 (re-initialised as the reset's weight init
+    prescribes), keeping in every layer as many weights as the level's ticket ``mask``, so the
+    supermask's density is the ticket's; one ``SupermaskLayerStats`` row per layer compares the
+    two masks. The returned weights are the frozen weights with the supermask applied."""
+    from trainers.supermask import densities_of, mask_overlap, train_supermask
+
+    model.load_state_dict(dense.init)
+    densities = densities_of(mask, model)
+    res = train_supermask(model, data, setup.train, densities, SUPERMASK_RESETS[parse_reset(reset).mode],
+                          device=device, seed=setup.seed, level=level, reset=reset, on_record=on_record)
+    if on_record is not None:
+        overlap = mask_overlap(res.mask, mask, list(densities))
+        for name in densities:
+            m = res.mask[name]
+            on_record(SupermaskLayerStats(level=level, reset=reset, layer=name, params=m.numel(), kept=int(m.sum()),
+                                          density=int(m.sum()) / m.numel(), jaccard_ticket=overlap[name][0],
+                                          jaccard_chance=overlap[name][1]))
+    return BranchResult(level, reset, mask_weights(res.weights, res.mask), res.summary, res.diverged)
 
 
 def mask_driver(setup: RunSetup, resets: Sequence[str]) -> str:
     """Reset whose trained weights drive iterative masks (see module docstring)."""
     if setup.prune.mask_driver in resets:
-        return setup.prune.mask_driver
-    for r in resets:
-        if parse_reset(r).mode != "reinit":
-            return r
-    return setup.prune.mask_driver  # only reinit requested: the driver is trained too
+        driver = setup.prune.mask_driver
+    else:  # only reinit / supermasks requested: the configured driver is trained too
+        driver = next((r for r in resets if parse_reset(r).mode not in ("reinit", *SUPERMASK_RESETS)),
+                      setup.prune.mask_driver)
+    if parse_reset(driver).mode in SUPERMASK_RESETS:
+        raise ValueError(f"prune.mask_driver: {driver!r} trains no weights, so it cannot rank them for the next "
+                         "level's mask; use a reset that trains them (rewind, lr_rewind, ...)")
+    return driver
 
 
 def run_trajectory(setup: RunSetup, resets: Sequence[str], *, device, on_record: RecordCallback | None = None,
