@@ -1,10 +1,12 @@
 """End to end: `lth run` on a real local Ray, then the four tables read back with DuckDB and
-pyarrow. One grid value makes its dense unit fail (an invalid model width), so the same run
-also shows that a failed unit marks its cells failed and loses no other cell's rows."""
+pyarrow. One grid value makes its dense unit fail (CIFAR-10 files that are present, so the spec
+validates, but are not the real batches, so loading them fails torchvision's md5 check), so the
+same run also shows that a failed unit marks its cells failed and loses no other cell's rows."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import duckdb
 import pyarrow.dataset as pds
@@ -17,7 +19,7 @@ from orchestrator.spec import load_campaign
 
 CAMPAIGN = """
 name: e2e
-data: {dataset: digits}
+data: {dataset: digits, root: $LTH_E2E_CIFAR10}
 model: {arch: mlp}
 train: {lr: 0.05, epochs: 1, batch_size: 128, schedule: constant}
 prune: {rate: 0.5, levels: 2}
@@ -26,11 +28,26 @@ resets: [rewind, reinit]
 resources: {cpus_per_trial: 1}
 max_failures: 0
 grid:
-  model.options.widths: [[16], [0]]
+  dataset: [digits, cifar10]
   schedule: [oneshot, iterative]
 """
 
 pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cifar10_placeholders(tmp_path_factory):
+    """Empty files under CIFAR-10's names: enough for validation (presence), not for loading."""
+    from trainers.datasets import missing_files
+
+    root = tmp_path_factory.mktemp("cifar10")
+    folder, files = missing_files("cifar10", str(root))
+    folder.mkdir(parents=True)
+    for f in files:
+        (folder / f).touch()
+    os.environ["LTH_E2E_CIFAR10"] = str(root)
+    yield root
+    del os.environ["LTH_E2E_CIFAR10"]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +70,7 @@ def test_rows_match_the_plan(finished):
     assert result.exit_code == 1, result.output  # a failed cell makes `lth run` exit non-zero
     assert "cells: done 4, failed 4" in result.output
     plan = make_plan(load_campaign(spec))
-    bad = {c.trial_id for c in plan.cells if c.axes["model.options.widths"] == [0]}
+    bad = {c.trial_id for c in plan.cells if c.axes["dataset"] == "cifar10"}
     good = [c for c in plan.cells if c.trial_id not in bad]
     levels = plan.cells[0].setup.prune.levels
 
@@ -65,7 +82,7 @@ def test_rows_match_the_plan(finished):
     assert {t[3] for t in trials} == {"e2e"}
     for trial_id, status, reason, _ in trials:
         if trial_id in bad:
-            assert status == "failed" and "widths" in reason, reason
+            assert status == "failed" and "md5" in reason, reason
         else:
             assert status == "done" and reason is None
 
