@@ -91,7 +91,9 @@ def test_unstructured_exact_counts_and_nesting(seed, rate, method):
     cfg = PruneConfig(method=method, rate=rate, schedule="iterative")
     prev = None
     remaining = {n: w[n].numel() for n in model.prunable()}
+    dense = dict(remaining)
     for level in (1, 2, 3):
+        pruned = 1 - (1 - rate) ** level  # fraction of the dense count pruned in all by this level
         w_level = perturbed(w, seed + level)  # weights change between rounds, as after retraining
         try:
             m = compute_mask(model, w_level, cfg, level, prev, seed)
@@ -101,19 +103,19 @@ def test_unstructured_exact_counts_and_nesting(seed, rate, method):
             assert method != "magnitude_layerwise", e
             layer = re.search(r"layer '([^']+)'", str(e)).group(1)
             alive = {n: (w_level[n].abs() if prev is None else w_level[n].abs() * prev[n]) for n in remaining}
-            total = sum(remaining.values())
-            k = total - int(round(rate * total))
+            total = sum(dense.values())
+            k = total - int(round(pruned * total))
             threshold = torch.cat([a[a > 0] for a in alive.values()]).topk(k).values.min()
             assert not bool((alive[layer] >= threshold).any()), e
             return
         assert set(m) == set(model.prunable())
         if method == "magnitude_global":
-            total = sum(remaining.values())
-            assert sum(int(m[n].sum()) for n in m) == total - int(round(rate * total))
+            total = sum(dense.values())
+            assert sum(int(m[n].sum()) for n in m) == total - int(round(pruned * total))
         else:
             for n in m:  # layerwise counts (random uses magnitude_global's per-layer counts)
                 if method == "magnitude_layerwise":
-                    assert int(m[n].sum()) == remaining[n] - int(round(rate * remaining[n]))
+                    assert int(m[n].sum()) == dense[n] - int(round(pruned * dense[n]))
         if prev is not None:  # nested: nothing pruned comes back
             for n in m:
                 assert not bool((m[n] & ~prev[n]).any())
@@ -145,10 +147,8 @@ def test_structured_masks_cover_whole_channels(seed, rate, method, arch):
             if prev is not None:
                 prev_dead = ~prev[g.weight].flatten(1).any(1)
                 assert bool(dead[prev_dead].all())  # nested
-                alive_before = int((~prev_dead).sum())
-            else:
-                alive_before = n_out
-            assert int((~dead).sum()) == alive_before - int(round(rate * alive_before))
+            # the kept count is the level's share of the dense channels, however many rounds led there
+            assert int((~dead).sum()) == n_out - int(round((1 - (1 - rate) ** level) * n_out))
         prev = m
 
 
@@ -174,15 +174,24 @@ def test_random_seeds_differ_and_keep_magnitude_counts():
 
 
 def _torch_masks(model, weights, names, rate, rounds, global_):
+    """torch.nn.utils.prune, each round told the whole number of weights to remove so that the level's
+    count is ``dense - round((1 - (1-rate)**level) * dense)`` (our rounding rule, module docstring)."""
     m = copy.deepcopy(model)
     m.load_state_dict(weights)
     params = [(m.get_submodule(n.rpartition(".")[0]), "weight") for n in names]
-    for _ in range(rounds):
+
+    def amount(sizes, level):
+        total = sum(sizes)
+        before = total - round((1 - (1 - rate) ** (level - 1)) * total)
+        return before - (total - round((1 - (1 - rate) ** level) * total))
+
+    for level in range(1, rounds + 1):
         if global_:
-            tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=rate)
+            sizes = [getattr(mod, attr).numel() for mod, attr in params]
+            tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=amount(sizes, level))
         else:
             for mod, attr in params:
-                tprune.l1_unstructured(mod, attr, amount=rate)
+                tprune.l1_unstructured(mod, attr, amount=amount([getattr(mod, attr).numel()], level))
     return {n: mod.weight_mask.bool() for n, (mod, _) in zip(names, params)}
 
 
@@ -195,7 +204,7 @@ def test_oracle_matches_torch_prune(global_, rate):
     names = model.prunable()
     cfg = PruneConfig(method="magnitude_global" if global_ else "magnitude_layerwise", rate=rate)
     ours, prev = None, None
-    for level in (1, 2):  # round 2: torch's PruningContainer prunes `rate` of what remains, as we do
+    for level in (1, 2):  # round 2: torch's PruningContainer prunes among what remains, as we do
         ours = compute_mask(model, w, cfg, level, prev, seed=0)
         prev = ours
     theirs = _torch_masks(model, w, names, rate, 2, global_)
@@ -241,3 +250,35 @@ def test_bad_inputs_raise_clear_errors():
                                            layer_rates={"fc2.weight": 1.0}), 1, None, 0)
     with pytest.raises(ValueError, match="every weight of layer 'fc3.weight'"):
         compute_mask(model, w, PruneConfig(method="magnitude_layerwise", layer_rates={"output": 1.0}), 1, None, 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), rate=st.floats(0.05, 0.6), w1=st.integers(3, 300), w2=st.integers(3, 300),
+       structure=st.sampled_from(["unstructured", "structured"]))
+def test_oneshot_and_iterative_keep_equal_counts_at_every_level(seed, rate, w1, w2, structure):
+    """Random layer sizes: at every level, one-shot and iterative keep the same number of weights per
+    pool and, structured, the same number of neurons per layer (a function of the level only)."""
+    model = TinyMLP(seed, widths=(w1, w2))
+    method = "l1_structured" if structure == "structured" else "magnitude_global"
+    cfgs = {s: PruneConfig(structure=structure, method=method, rate=rate, schedule=s) for s in ("oneshot", "iterative")}
+    w, prev = weights_of(model), None
+    groups = model.channel_groups() if structure == "structured" else []
+    for level in range(1, 7):
+        w_level = perturbed(w, seed + level)
+        try:
+            it = compute_mask(model, w_level, cfgs["iterative"], level, prev, seed)
+            one = compute_mask(model, w_level, cfgs["oneshot"], level, None, seed)
+        except ValueError as e:  # a level that would empty a layer is refused for both schedules alike
+            assert "every" in str(e)
+            return
+        if structure == "structured":
+            for g in groups:
+                n = it[g.weight].shape[0]
+                kept = {name: int(m[g.weight].flatten(1).any(1).sum()) for name, m in (("it", it), ("one", one))}
+                assert kept["it"] == kept["one"] == n - round((1 - (1 - rate) ** level) * n), (level, g.weight)
+            assert {k: int(v.sum()) for k, v in it.items()} == {k: int(v.sum()) for k, v in one.items()}
+        else:  # one global pool: its count is the level's (the split over layers follows the weights)
+            total = sum(v.numel() for v in it.values())
+            expected = total - round((1 - (1 - rate) ** level) * total)
+            assert sum(int(v.sum()) for v in it.values()) == sum(int(v.sum()) for v in one.values()) == expected
+        prev = it

@@ -3,17 +3,20 @@
 Every method has the signature ``fn(model, weights, target, previous_mask, generator) -> Mask``:
 
 - ``weights``: the trained weights to rank (a state-dict-like ``{name: tensor}``);
-- ``target``: ``{layer name: rate}`` -- the fraction of each layer's *remaining* weights
-  (unstructured) or channels (structured) to prune; layers absent from it are not pruned;
+- ``target``: ``{layer name: fraction}`` -- the fraction of each layer's (or pool's) *dense*
+  weights (unstructured) or channels (structured) that are pruned once this level is done, counting
+  what ``previous_mask`` already removed; layers absent from it are not pruned;
 - ``previous_mask``: the mask the weights were trained under (iterative pruning) or None;
   what it pruned stays pruned, so masks of an iterative schedule are nested;
 - ``generator``: a seeded ``torch.Generator`` (random baselines only).
 
 The returned mask covers every ``model.prunable()`` weight (all-True where untouched) plus, for
 structured methods, the biases / BatchNorm entries / consumer input slices of removed channels.
-Kept counts are exact: a layer (or pool) with ``n`` remaining weights at rate ``r`` loses
-``round(r * n)`` of them (Python rounding, as torch.nn.utils.prune does). Ties in magnitude
-are broken by position (stable sort), so equal inputs give equal masks.
+Kept counts are exact and depend on the level only: a layer (or pool) of ``n`` dense weights or
+channels at target ``f`` keeps ``n - round(f * n)`` (Python rounding, as torch.nn.utils.prune does),
+whether it gets there in one shot or round by round. (Rounding each round's share of what remains
+instead would let the schedules drift apart: 20 vs 19 of 256 neurons after six rounds of 35%.)
+Ties in magnitude are broken by position (stable sort), so equal inputs give equal masks.
 
 Add a method: one function + ``@register_pruning("name")``.
 """
@@ -59,10 +62,11 @@ def lth_layer_rates(model: PrunableModel, rate: float) -> dict[str, float]:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _n_prune(rate: float, n: int) -> int:
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"pruning rate must be in [0, 1], got {rate}")
-    return int(round(rate * n))
+def _n_keep(fraction: float, n_total: int, n_alive: int) -> int:
+    """Entries kept of ``n_total`` when ``fraction`` of them is pruned in all (never more than alive)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"pruning fraction must be in [0, 1], got {fraction}")
+    return min(n_alive, n_total - int(round(fraction * n_total)))
 
 
 def _prev(previous_mask: Mask | None, name: str, like: torch.Tensor) -> torch.Tensor:
@@ -116,8 +120,7 @@ def magnitude_global(model, weights, target, previous_mask, generator) -> Mask:
     for rate, names in pools.items():
         flat_w = torch.cat([_weight(weights, n).abs().flatten() for n in names])
         alive = torch.cat([mask[n].flatten() for n in names])
-        n_alive = int(alive.sum())
-        keep = _keep_top(flat_w, alive, n_alive - _n_prune(rate, n_alive))
+        keep = _keep_top(flat_w, alive, _n_keep(rate, alive.numel(), int(alive.sum())))
         for n, part in zip(names, keep.split([mask[n].numel() for n in names])):
             mask[n] = part.view_as(mask[n])
             _check_nonempty(n, int(part.sum()), "weight")
@@ -126,12 +129,11 @@ def magnitude_global(model, weights, target, previous_mask, generator) -> Mask:
 
 @register_pruning("magnitude_layerwise")
 def magnitude_layerwise(model, weights, target, previous_mask, generator) -> Mask:
-    """Each layer loses ``rate`` of its remaining weights, smallest magnitudes first."""
+    """Each layer is pruned to its own target fraction, smallest magnitudes first."""
     mask = _full_mask(model, previous_mask)
     for name, rate in target.items():
         alive = mask[name].flatten()
-        n_alive = int(alive.sum())
-        keep = _keep_top(_weight(weights, name).abs().flatten(), alive, n_alive - _n_prune(rate, n_alive))
+        keep = _keep_top(_weight(weights, name).abs().flatten(), alive, _n_keep(rate, alive.numel(), int(alive.sum())))
         _check_nonempty(name, int(keep.sum()), "weight")
         mask[name] = keep.view_as(mask[name])
     return mask
@@ -198,8 +200,7 @@ def _structured(model, weights, target, previous_mask, scores_fn) -> Mask:
             )
         group = groups[name]
         alive = _channel_alive(mask, group)
-        n_alive = int(alive.sum())
-        n_keep = n_alive - _n_prune(rate, n_alive)
+        n_keep = _n_keep(rate, alive.numel(), int(alive.sum()))
         _check_nonempty(name, n_keep, "channel")
         keep = _keep_top(scores_fn(group), alive, n_keep)
         _drop_channels(model, mask, group, keep)
@@ -208,7 +209,7 @@ def _structured(model, weights, target, previous_mask, scores_fn) -> Mask:
 
 @register_pruning("l1_structured", structured=True)
 def l1_structured(model, weights, target, previous_mask, generator) -> Mask:
-    """Li et al. (2017): per channel group, remove ``rate`` of the remaining output channels with
+    """Li et al. (2017): per channel group, prune output channels to the target fraction, those with
     the smallest L1 norm of their weights (plus their bias, BN entries and consumer slices)."""
     return _structured(
         model, weights, target, previous_mask, lambda g: _weight(weights, g.weight).flatten(1).abs().sum(1)
@@ -257,13 +258,12 @@ def layer_targets(model: PrunableModel, cfg: PruneConfig, rate: float | None = N
 
 
 def level_rate(rate: float, level: int, schedule: str) -> float:
-    """Rate applied at ``level``: iterative prunes ``rate`` of what remains each round; one-shot
-    goes from dense straight to density ``(1-rate)**level``."""
-    if schedule == "iterative":
-        return rate
-    if schedule == "oneshot":
-        return 1.0 - (1.0 - rate) ** level
-    raise ValueError(f"prune.schedule must be 'oneshot' or 'iterative', got {schedule!r}")
+    """Fraction of the dense weights (channels) pruned once ``level`` is done: ``1 - (1-rate)**level``
+    for both schedules. Iterative gets there by pruning ``rate`` of what remains each round, one-shot
+    straight from dense; both keep the same count at every level (module docstring)."""
+    if schedule not in ("oneshot", "iterative"):
+        raise ValueError(f"prune.schedule must be 'oneshot' or 'iterative', got {schedule!r}")
+    return 1.0 - (1.0 - rate) ** level
 
 
 def compute_mask(
@@ -276,9 +276,9 @@ def compute_mask(
 ) -> Mask:
     """The mask of pruning level ``level`` (>= 1) from trained ``weights``.
 
-    Iterative: ``prune_cfg.rate`` (per-layer overrides) of the weights remaining under
-    ``previous_mask``. One-shot: ``previous_mask`` is ignored and each layer goes straight to
-    density ``(1-rate)**level``. Random methods draw from a generator seeded by (seed, level).
+    Each layer (pool) goes to density ``(1-rate)**level`` of its dense size (per-layer overrides of
+    ``rate``): iterative among the weights remaining under ``previous_mask``, one-shot from dense
+    (``previous_mask`` ignored). Random methods draw from a generator seeded by (seed, level).
     """
     if level < 1:
         raise ValueError(f"pruning level must be >= 1, got {level}")
