@@ -56,7 +56,7 @@ def _run_records(level: int, reset: str, density: float, best: float, epochs: in
         level=level, reset=reset, density=density, status="diverged" if diverged else "done",
         reason=f"non-finite test loss after epoch {epochs}" if diverged else None, final_test_accuracy=accs[-1],
         best_test_accuracy=best, best_test_epoch=max(epochs - 1, 1), val_selected_test_accuracy=best if val else None,
-        early_stop_iteration=10 * epochs, final_train_loss=1.0 - best, epochs=epochs, iterations=10 * epochs,
+        early_stop_iteration=10 * epochs if val else None, final_train_loss=1.0 - best, epochs=epochs, iterations=10 * epochs,
         seconds=0.5,
     ))
     if level > 0:
@@ -152,7 +152,7 @@ def write_bulk(store: Store, campaign: str, n_trials: int, *, levels: int = 9, e
             "trial_id": run_tid, "unit_id": run_tid, "level": lvl, "reset": run_reset, "density": density,
             "status": np.full(runs, "done", dtype=object), "final_test_accuracy": best - 0.002,
             "best_test_accuracy": best, "best_test_epoch": np.full(runs, epochs - 1),
-            "val_selected_test_accuracy": pa.nulls(runs, pa.float64()), "early_stop_iteration": np.full(runs, 100),
+            "val_selected_test_accuracy": pa.nulls(runs, pa.float64()), "early_stop_iteration": pa.nulls(runs, pa.int64()),
             "final_train_loss": 1 - best, "epochs": np.full(runs, epochs), "iterations": np.full(runs, 10 * epochs),
             "seconds": np.full(runs, 1.0), "reason": pa.nulls(runs, pa.string()),
         })

@@ -65,6 +65,18 @@ def test_learns_and_emits_one_row_per_split_per_epoch_and_one_summary(digits):
     assert s.iterations == 3 * spe and s.epochs == 3 and [r.iteration for r in test] == [spe, 2 * spe, 3 * spe]
 
 
+def test_without_a_validation_split_nothing_is_chosen_on_test():
+    """No validation split: no early-stop iteration (it used to be the argmin of test loss) and no
+    val-selected accuracy; only best-over-epochs (the documented Rethinking metric) looks at test."""
+    data = load_data(DataConfig("digits", val_size=0), 0, CPU)
+    cfg = TrainConfig(lr=0.05, epochs=3, batch_size=64, schedule="constant")
+    _, res, recs = _run(data, cfg)
+    test = [r for r in recs if isinstance(r, EpochMetrics) and r.split == "test"]
+    assert len({r.loss for r in test}) == 3  # distinct test losses: an argmin would have picked one
+    assert res.summary.early_stop_iteration is None and res.summary.val_selected_test_accuracy is None
+    assert res.summary.best_test_accuracy == max(r.accuracy for r in test)
+
+
 def test_iteration_budget_evaluates_the_last_partial_epoch(digits):
     spe = steps_per_epoch(len(digits.train), 128)
     cfg = TrainConfig(lr=0.05, epochs=None, iterations=spe + 3, batch_size=128)

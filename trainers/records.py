@@ -42,7 +42,9 @@ class LevelSummary:
     best_test_accuracy: float  # max over epochs: the number the Rethinking code reports
     best_test_epoch: int
     val_selected_test_accuracy: float | None  # test acc at the best-val-accuracy epoch; None if no val split
-    early_stop_iteration: int  # iteration of minimum validation (else test) loss: LTH's "learning speed"
+    # Iteration of minimum validation loss (LTH's "learning speed"); None without a validation split:
+    # only the documented best-over-epochs accuracy may be chosen on the test set.
+    early_stop_iteration: int | None
     final_train_loss: float
     epochs: int
     iterations: int

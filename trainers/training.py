@@ -300,14 +300,16 @@ def _summarize(rows: list[_EvalRow], *, level: int, reset: str, density: float, 
         best = (min(rows, key=lambda r: r.test_loss) if task == "regression" else max(rows, key=lambda r: r.test_acc))
         has_val = rows[0].val_acc is not None
         val_sel = max(rows, key=lambda r: r.val_acc).test_acc if has_val else None
-        stop = min(rows, key=lambda r: r.val_loss if has_val else r.test_loss)
-        final, best_acc, best_epoch, stop_it = rows[-1], best.test_acc, best.epoch, stop.iteration
+        # Early stopping chooses an epoch, so it may look at validation data only: without a
+        # validation split there is no early-stop iteration (the test set is never used to choose).
+        stop_it = min(rows, key=lambda r: r.val_loss).iteration if has_val else None
+        final, best_acc, best_epoch = rows[-1], best.test_acc, best.epoch
         final_acc, final_loss = final.test_acc, final.train_loss
         best_loss, final_test_loss = min(r.test_loss for r in rows), final.test_loss
         if task == "regression":
             val_sel = None  # no accuracy to select by
     else:
-        val_sel, best_acc, best_epoch, stop_it, final_acc, final_loss = None, nan, 0, 0, nan, nan
+        val_sel, best_acc, best_epoch, stop_it, final_acc, final_loss = None, nan, 0, None, nan, nan
         best_loss = final_test_loss = nan
     return LevelSummary(
         level=level, reset=reset, density=density, status="diverged" if reason else "done",
