@@ -44,7 +44,7 @@ def declared_options(registry, name: str, options: dict, path: str, rename: dict
         return None
 
 
-_LOADED: dict[str, Any] = {}  # data settings -> DataInfo of a dataset without a declared info
+_LOADED: dict[str, Any] = {}  # data settings -> DataInfo (declared, or of the loaded dataset)
 
 
 def data_info(setup: RunSetup, options: Any, data_check: bool):
@@ -52,12 +52,14 @@ def data_info(setup: RunSetup, options: Any, data_check: bool):
     from trainers.datasets import DATASETS, DataInfo
 
     ds = setup.data.dataset
-    if ds in DATASETS.info:
-        return DATASETS.info[ds](options)
-    if not data_check:
-        return None
     key = canonical_json([ds, setup.data.root, setup.data.options])
-    if key not in _LOADED:
+    if key in _LOADED:
+        return _LOADED[key]
+    if ds in DATASETS.info:
+        _LOADED[key] = DATASETS.info[ds](options)
+    elif not data_check:
+        return None
+    else:
         raw = DATASETS[ds](setup.data)
         _LOADED[key] = DataInfo(int(raw.y_train.shape[0]), tuple(raw.x_train.shape[1:]), raw.num_classes)
     return _LOADED[key]

@@ -225,3 +225,22 @@ def test_augment_cifar_is_a_padded_crop_or_its_mirror():
 
 def test_registry_lists_every_dataset_of_the_design():
     assert {"mnist1d", "digits", "teacher_student", "mnist", "cifar10"} <= set(DATASETS)
+
+
+def test_mnist1d_size_defaults_are_the_packages(tmp_path):
+    """Validation sizes MNIST-1D from declared defaults (importing the package takes seconds)."""
+    from mnist1d.data import get_dataset_args
+
+    from trainers.datasets import DATASETS, MNIST1D_SIZE_DEFAULTS, DatasetFn, Mnist1dOptions
+
+    options = {"num_samples": 205, "train_split": 0.5, "final_seq_length": 30}
+    generated: DatasetFn = DATASETS["mnist1d"]
+    raw = generated(DataConfig("mnist1d", root=str(tmp_path), options=options))
+    assert (raw.y_train.shape[0], tuple(raw.x_train.shape[1:])) == (100, (1, 30))
+
+    args = get_dataset_args(as_dict=True)
+    assert {k: args[k] for k in MNIST1D_SIZE_DEFAULTS} == MNIST1D_SIZE_DEFAULTS
+    info = DATASETS.info["mnist1d"](Mnist1dOptions())
+    assert (info.train_size, info.input_shape) == (4000, (1, 40))
+    small = DATASETS.info["mnist1d"](Mnist1dOptions(num_samples=205, train_split=0.5, final_seq_length=30))
+    assert (small.train_size, small.input_shape) == (100, (1, 30))
