@@ -156,3 +156,20 @@ def test_unwritable_store(tmp_path):
     assert info.value.messages[0].startswith("store:")
     check_store_writable(str(tmp_path / "ok"))
     assert (tmp_path / "ok").is_dir()
+
+
+def test_readme_lists_every_declared_option():
+    """The README's options table is the one scripts/options_table.py generates from the registries."""
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo / "scripts"))
+    from options_table import table
+
+    from trainers.datasets import DATASETS
+    from trainers.models import MODELS
+
+    generated = table()
+    assert generated in (repo / "README.md").read_text(), "run scripts/options_table.py --write"
+    for name in [*DATASETS, *MODELS]:
+        assert f"| `{name}` |" in generated
