@@ -226,6 +226,8 @@ def build_report(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if runs[METRICS["best"]].isna().all():  # a regression task: compared on test loss (analysis/loss_report.py)
+        return _loss_report(con, campaign, out, runs, treatment, control, on_verdicts)
     results = {}
     for metric in METRICS:
         if runs[METRICS[metric]].notna().any():
@@ -289,9 +291,37 @@ def build_report(
            "## Accuracy (best over epochs, %, mean ± std over seeds; best per row in bold)", "", acc.markdown()]
     md += ["## Figures", ""] + [f"![{cap}]({name})\n" for cap, name in figures]
     md += ["Per-level comparisons of every metric (means, CIs, paired differences, p-values): `comparison.csv`.", ""]
+    md += _extra_sections(con, campaign, out, files)
     write("report.md", "\n".join(md))
     cache.prune()
     report.figures_drawn = cache.added
+    return report
+
+
+def _extra_sections(con, campaign: str, out: Path, files: list[Path]) -> list[str]:
+    """Supermask, lucky-node and BatchNorm-bias sections, each present when its rows are."""
+    from analysis.lucky_report import bn_section, lucky_section
+    from analysis.supermask_report import supermask_section
+
+    md: list[str] = []
+    for section in (supermask_section, lucky_section, bn_section):
+        sec = section(con, campaign, out)
+        md += sec.md
+        files += sec.files
+    return md
+
+
+def _loss_report(con, campaign: str, out: Path, runs: pd.DataFrame, treatment: str, control: str,
+                 on_verdicts: Callable[[Report], None] | None) -> Report:
+    from analysis.loss_report import write_loss_report
+
+    files: list[Path] = []
+    keys = _display_keys(runs)
+    sections = _extra_sections(con, campaign, out, files)
+    comp = write_loss_report(con, campaign, out, keys, treatment, control, sections, files)
+    report = Report(out_dir=out, verdicts=comp, problems=[], files=files)
+    if on_verdicts is not None:
+        on_verdicts(report)
     return report
 
 
