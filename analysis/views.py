@@ -5,9 +5,13 @@
 hive partition column ``campaign``) and convenience views joining each cell's axes onto the
 measurement rows (``cell_levels``, ``cell_metrics``, ``cell_masks``).
 
-How it stays read-only and robust: the store is scanned first (``Store.scan``), so only
-files with a readable footer and the current schema version are read (the others are named
-in one warning); the valid files are handed to DuckDB as ``pyarrow.dataset`` objects (which
+What a connection reads: each table's current version (a snapshot) when the table is a Delta
+table (``orchestrator.tables``: its file list from the transaction log, never a half-applied
+commit nor a file a compaction replaced), else, for a store in the older per-file layout, the
+files whose footer reads with the current schema version (``Store.scan``; the others are named
+in one warning). ``trials`` is listed first: the driver commits a batch's measurement rows
+before its ``trials`` rows, so every cell a connection sees in ``trials`` has all its rows in
+the measurement views too. The files are handed to DuckDB as ``pyarrow.dataset`` objects (which
 read local and object-store paths alike, prune ``campaign`` partitions and push filters and
 projections down), and then DuckDB's own file access is switched off
 (``enable_external_access=false``) and the configuration locked. DuckDB itself can then
@@ -20,13 +24,11 @@ overwrite a store file, so we do not.)
 from __future__ import annotations
 
 import os
-import posixpath
 
 import duckdb
-import pyarrow as pa
 import pyarrow.dataset as ds
 
-from orchestrator import schema
+from orchestrator import schema, tables
 from orchestrator.store import Store
 
 BASE_VIEWS = tuple(schema.TABLES)
@@ -46,25 +48,14 @@ def open_store(store: Store | str | os.PathLike | None) -> Store:
     return Store(store)
 
 
-def table_schema(table: str) -> pa.Schema:
-    """Columns of the view ``table``: the store schema plus the ``campaign`` partition column."""
-    return schema.TABLES[table].schema.append(pa.field(schema.PARTITION_COLUMN, pa.string()))
-
-
 def table_dataset(store: Store, table: str, campaign: str | None = None, *, warn: bool = True) -> ds.Dataset:
-    """A pyarrow dataset over the valid files of ``table`` (bad files skipped with a warning)."""
-    found = store.scan(table, campaign)
+    """A pyarrow dataset over what readers read of ``table``: the current version of its Delta
+    table (``orchestrator.tables``), or the valid files of a per-file store; bad files (or a
+    Delta table of another schema version) skipped with a warning."""
+    found = tables.scan(store, table, campaign)
     if warn:
         found.warn()
-    partitioning = ds.partitioning(pa.schema([(schema.PARTITION_COLUMN, pa.string())]), flavor="hive")
-    return ds.dataset(
-        found.files,
-        schema=table_schema(table),
-        format="parquet",
-        filesystem=store.fs,
-        partitioning=partitioning,
-        partition_base_dir=posixpath.join(store.root, table),
-    )
+    return tables.files_dataset(store, table, found.files)
 
 
 def _cell_view_sql(view: str, table: str) -> str:

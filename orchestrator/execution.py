@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 import ray
 from ray import tune
 
-from orchestrator import faults, paths
-from orchestrator.ledger import UnitMarker, cell_state, load_markers, now, trials_row, write_trials
+from orchestrator import faults, paths, tables
+from orchestrator.committer import COMMIT_ORDER, Committer
+from orchestrator.ledger import UnitMarker, now
 from orchestrator.plan import STAGES, Plan, Unit
 from orchestrator.progress import Progress, ProgressCallback
 from orchestrator.spec import Campaign
@@ -54,7 +55,9 @@ class RunSummary:
     layout: str = ""  # "families" | "staged" | "units" (one unit per trial, staged)
     bundles: int = 0  # Tune trials started
     bundle_seconds: float = 0.0  # wall seconds inside the bundle trainables (last attempt each)
-    phases: dict[str, float] = field(default_factory=dict)  # driver wall seconds: setup, tune, rows
+    phases: dict[str, float] = field(default_factory=dict)  # driver wall seconds: setup, tune, rows, compact
+    commits: int = 0  # batches committed to the tables in this invocation
+    files: dict[str, int] = field(default_factory=dict)  # table -> data files of the campaign after compaction
 
     def line(self) -> str:
         units = ", ".join(
@@ -110,21 +113,14 @@ def _root(u: Unit) -> str:
     return u.depends[0] if u.depends else u.unit_id
 
 
-def family_cells(units) -> set[str]:
-    """Trial ids whose rows the given units write (their cells)."""
-    return {t for u in units for t in (*u.serves, *u.mask_serves)}
-
-
-def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, store_uri: str, threads: int, cwd: str,
-               write_rows: bool):
+def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, store_uri: str, threads: int, cwd: str):
     """A Tune function trainable running one bundle of units in order.
 
     A unit whose dependencies are not done (an upstream unit of the bundle failed) is
     skipped. A unit that raises does not stop the others; the bundle raises at the end so
-    Tune retries it (finished units are then skipped by their markers). With ``write_rows``
-    (families layout) a family that finished without error writes its cells' ``trials``
-    rows here, in parallel, instead of in the driver. Reports are small (counts) and at
-    most every ``REPORT_EVERY_S``: the store has the data.
+    Tune retries it (finished units are then skipped by their markers). Units stage their
+    rows; the driver commits them (``orchestrator.committer``). Reports are small (counts)
+    and at most every ``REPORT_EVERY_S``: the store has the data.
     """
     import torch
 
@@ -140,8 +136,6 @@ def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, stor
     errors: list[str] = []
     started = last = time.monotonic()
     for _, family in itertools.groupby((plan.units[uid] for uid in bundles[config["bundle"]]), key=_root):
-        family = list(family)
-        family_errors = len(errors)
         for unit in family:
             if not UnitMarker.load(store, campaign, unit.unit_id).finished:
                 if not runnable(store, campaign, unit)[0]:
@@ -155,21 +149,9 @@ def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, stor
             if time.monotonic() - last >= REPORT_EVERY_S:
                 tune.report({**done, "failed": len(errors)})
                 last = time.monotonic()
-        if write_rows and len(errors) == family_errors:
-            _write_cell_rows(store, plan, family_cells(family))
     tune.report({**done, "failed": len(errors), "seconds": time.monotonic() - started})
     if errors:
         raise RuntimeError(f"{len(errors)} unit(s) failed: " + "; ".join(errors)[:2000])
-
-
-def _write_cell_rows(store: Store, plan: Plan, trial_ids: set[str]) -> None:
-    """The ``trials`` rows of finished cells (as ``ledger.write_trials``, for a few cells)."""
-    needed = {uid for t in trial_ids for uid in plan.cell_units[t]}
-    markers = load_markers(store, plan.campaign, needed)
-    for t in sorted(trial_ids):
-        state = cell_state(plan, markers, t)
-        if state is not None:
-            store.write_table("trials", plan.campaign, t, [trials_row(plan, t, state)])
 
 
 # ----------------------------------------------------------------------------- driver
@@ -204,10 +186,6 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     return True
 
 
-def _markers(store: Store, campaign: str, units) -> dict[str, UnitMarker]:
-    return load_markers(store, campaign, (u.unit_id for u in units))
-
-
 def run_plan(
     campaign: Campaign,
     plan: Plan,
@@ -228,6 +206,7 @@ def run_plan(
         raise ValueError(f"layout: expected auto, families, staged or units, got {layout!r}")
     t0 = time.perf_counter()
     res = campaign.spec.resources
+    tables.check_writable(store)  # before Ray starts: a per-file store is refused, not hidden
     _quiet()
     started = connect(address)
     summary = RunSummary(campaign=plan.campaign)
@@ -237,7 +216,8 @@ def run_plan(
         if max_concurrent:
             summary.slots = min(summary.slots, max_concurrent)
         all_units = list(plan.units.values())
-        before = _markers(store, plan.campaign, all_units)
+        committer = Committer(store, plan)  # first re-applies a batch a killed driver left half committed
+        before = dict(committer.refresh(full=True))
         unfinished = [u for u in all_units if not before[u.unit_id].finished]
         fams = families(unfinished)
         if layout == "auto":
@@ -253,11 +233,10 @@ def run_plan(
             os.makedirs(storage, exist_ok=True)
         t_tune = time.perf_counter()
         summary.phases["setup"] = t_tune - t0
-        run = _Runner(plan, store, campaign, storage, max_concurrent, progress)
+        run = _Runner(plan, store, campaign, storage, max_concurrent, progress, committer)
         faults.kill_point("before_first_trial")  # test hook (LTH_TEST_KILL_AT), orchestrator/faults.py
         if layout == "families":
             if fams:
-                run.write_rows = True
                 run(make_bundles(fams, summary.slots), f"{plan.campaign}-{time.strftime('%Y%m%d-%H%M%S')}")
         else:
             for stage in STAGES:
@@ -270,19 +249,23 @@ def run_plan(
                                else make_bundles([[u] for u in todo], summary.slots))
                     run(bundles, f"{plan.campaign}-{stage}-{time.strftime('%Y%m%d-%H%M%S')}")
                 if stage != STAGES[-1]:
-                    write_trials(store, plan)  # cells finish as early as their last unit does
+                    committer.commit()  # cells finish as early as their last unit does
                 faults.kill_point(f"after_stage:{stage}")  # test hook
         progress.close()
         summary.bundles, summary.bundle_seconds = run.trials, run.bundle_seconds
         summary.phases["tune"] = time.perf_counter() - t_tune
-        after = _markers(store, plan.campaign, all_units)
+        t_rows = time.perf_counter()
+        committer.refresh(full=True)
+        committer.commit()
+        after = committer.markers
         summary.units = _stage_counts(plan, before, after)
         summary.unit_seconds = sum(m.seconds for m in after.values())
-        t_rows = time.perf_counter()
-        # every cell whose row no successful bundle wrote (failed bundles, staged layout, and
-        # cells finished by an earlier, killed run)
-        summary.cells = write_trials(store, plan, only={c.trial_id for c in plan.cells} - run.rows_written)
+        summary.cells = committer.counts()
+        summary.commits = committer.stats.batches
         summary.phases["rows"] = time.perf_counter() - t_rows
+        t_compact = time.perf_counter()
+        summary.files = {t: tables.compact(store, t, plan.campaign)["files_after"] for t in COMMIT_ORDER}
+        summary.phases["compact"] = time.perf_counter() - t_compact
     finally:
         if started:
             ray.shutdown()
@@ -313,13 +296,12 @@ class _Runner:
     """Runs one Tuner over a list of bundles and marks the units of bundles Tune gave up on."""
 
     def __init__(self, plan: Plan, store: Store, campaign: Campaign, storage: str, max_concurrent: int | None,
-                 progress: Progress):
+                 progress: Progress, committer: Committer | None = None):
         self.plan, self.store, self.campaign = plan, store, campaign
         self.storage, self.max_concurrent, self.progress = storage, max_concurrent, progress
+        self.committer = committer
         self.trials = 0
         self.bundle_seconds = 0.0
-        self.write_rows = False  # bundles write their cells' trials rows (families layout)
-        self.rows_written: set[str] = set()  # trial ids whose rows a successful bundle wrote
 
     def __call__(self, bundles: list[tuple[str, ...]], name: str) -> None:
         """Run ``bundles`` to completion. When Ray's memory monitor kills a trial's worker,
@@ -376,7 +358,6 @@ class _Runner:
             bundles=bundles,
             plan=self.plan,
             store_uri=self.store.uri,
-            write_rows=self.write_rows,
             threads=max(1, int(res.cpus_per_trial)),
             cwd=os.getcwd(),
         )
@@ -391,7 +372,8 @@ class _Runner:
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
                 verbose=0,
-                callbacks=[ProgressCallback(self.progress)],
+                callbacks=[ProgressCallback(self.progress)]
+                + ([_CommitCallback(self.committer)] if self.committer else []),
             ),
         )
         for r in tuner.fit():
@@ -399,8 +381,6 @@ class _Runner:
             bundle = bundles[r.config["bundle"]]
             if r.error is not None:
                 self._give_up(bundle, r.error)
-            elif self.write_rows:
-                self.rows_written |= family_cells(self.plan.units[uid] for uid in bundle)
 
     def _give_up(self, bundle: tuple[str, ...], error: BaseException) -> None:
         """Tune stopped retrying this bundle: its unfinished, runnable units are failed (a
@@ -415,6 +395,16 @@ class _Runner:
             m.reason = m.reason or ("not run: its bundle gave up after " + _short(error))
             m.status, m.finished_at = "failed", now()
             m.save(self.store, campaign)
+
+
+class _CommitCallback(tune.Callback):
+    """Commits staged rows from the driver while Tune runs (at most every few seconds)."""
+
+    def __init__(self, committer: Committer):
+        self.committer = committer
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        self.committer.maybe_commit()
 
 
 def _out_of_memory(err: BaseException) -> BaseException | None:

@@ -5,7 +5,12 @@ dies with a real SIGKILL (no cleanup, no ``finally``) the first time it reaches 
 
 * ``before_first_trial`` -- Ray is up, the campaign registered, no trial started yet;
 * ``after_stage:<stage>`` -- ``<stage>`` (dense | trajectory | branch) finished and its
-  trials rows are written, the next stage not started;
+  rows committed, the next stage not started;
+* ``commit:intent`` / ``commit:table:<table>`` / ``commit:recorded`` -- inside a commit of the
+  driver (orchestrator/committer.py): the batch's intent written / ``<table>`` committed /
+  the batch recorded, its staging files and intent not yet deleted;
+* ``compact:optimized:<table>`` / ``compact:vacuumed:<table>`` -- inside the compaction at
+  the end of a run (orchestrator/tables.py);
 * ``store_write:<text>`` -- half-way through writing a store file whose root-relative path
   contains ``<text>`` (half the bytes are in the temporary file, the rename never happens).
 

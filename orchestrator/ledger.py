@@ -132,9 +132,9 @@ def _ts(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
 
 
-def trials_row(plan: Plan, trial_id: str, state: CellState) -> dict:
-    """The cell's ``trials`` row (schema.TRIALS)."""
-    cell = plan.cell(trial_id)
+def trials_row(plan: Plan, cell, state: CellState) -> dict:
+    """The ``trials`` row (schema.TRIALS) of ``cell`` (a ``plan.Cell``) in ``state``."""
+    trial_id = cell.trial_id
     ms = state.markers
     last = max(ms, key=lambda m: m.finished_at or "")
     row = {"trial_id": trial_id, **{col: cell.column(col) for col in AXIS_COLUMNS}}
@@ -175,7 +175,7 @@ def write_trials(store: Store, plan: Plan, *, only: set[str] | None = None) -> d
     Returns counts per cell status, with "pending" for cells not finished yet."""
     markers = load_markers(store, plan.campaign, plan.units)
     counts, states = cell_counts(plan, markers)
-    for trial_id, state in states.items():
-        if only is None or trial_id in only:
-            store.write_table("trials", plan.campaign, trial_id, [trials_row(plan, trial_id, state)])
+    for cell in plan.cells:
+        if cell.trial_id in states and (only is None or cell.trial_id in only):
+            store.write_table("trials", plan.campaign, cell.trial_id, [trials_row(plan, cell, states[cell.trial_id])])
     return counts

@@ -3,7 +3,7 @@
 The store's layout under its root (a local directory or an object-store URI)::
 
     <table>/campaign=<name>/...                 the four result tables (TABLES in orchestrator/schema.py)
-    _staging/<table>/campaign=<name>/<key>.parquet
+    _staging/campaign=<name>/<unit>/<table>/<key>.parquet
                                                 rows written by workers, not yet committed to a table
     _units/campaign=<name>/<unit>.json          unit markers (orchestrator/ledger.py: UnitMarker)
     _ledger/campaign=<name>/...                 the driver's commit log and lease (orchestrator/ledger.py)
@@ -50,14 +50,17 @@ def table_file(table: str, campaign: str, key: str) -> str:
 
 
 # ----- staging (worker output awaiting the driver's commit) ----------------------------
-def staging_dir(table: str | None = None, campaign: str | None = None) -> str:
-    if table is None:
-        return STAGING
-    return f"{STAGING}/{table}" if campaign is None else f"{STAGING}/{table}/{partition(campaign)}"
+def staging_dir(campaign: str | None = None) -> str:
+    return STAGING if campaign is None else f"{STAGING}/{partition(campaign)}"
 
 
-def staging_file(table: str, campaign: str, key: str) -> str:
-    return f"{staging_dir(table, campaign)}/{key}{PARQUET}"
+def staging_unit_dir(campaign: str, unit_id: str) -> str:
+    return f"{staging_dir(campaign)}/{unit_id}"
+
+
+def staging_file(campaign: str, unit_id: str, table: str, key: str) -> str:
+    """One staged Parquet file: the rows of ``table`` a unit wrote under ``key``."""
+    return f"{staging_unit_dir(campaign, unit_id)}/{table}/{key}{PARQUET}"
 
 
 # ----- unit markers -------------------------------------------------------------------

@@ -23,7 +23,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-from orchestrator import paths, schema
+from orchestrator import paths, schema, tables
 from orchestrator.ledger import UnitMarker
 from orchestrator.store import TMP_PREFIX, BadFile, Store, StoreError
 
@@ -209,7 +209,7 @@ def _trial_rows(store: Store, name: str) -> list[tuple[str, str, str | None]]:
     import pyarrow.parquet as pq
 
     rows = []
-    for f in store.scan("trials", name).files:
+    for f in tables.scan(store, "trials", name).files:
         with store.fs.open_input_file(f) as fh:
             # ParquetFile.read, not pq.read_table: the latter imports pyarrow.dataset (~0.3 s)
             # and builds a dataset per file, several times the cost of the read itself here
@@ -223,7 +223,7 @@ def bad_files(store: Store, campaign: str | None = None) -> list[BadFile]:
     non-table parts of the store (markers, campaign specs, artifacts)."""
     out: list[BadFile] = []
     for table in schema.TABLES:
-        out += store.scan(table, campaign).bad
+        out += tables.scan(store, table, campaign).bad
     prefixes = [paths.UNITS, paths.CAMPAIGNS, paths.ARTIFACTS] if campaign is None else [
         paths.units_dir(campaign), paths.campaign_dir(campaign), paths.ARTIFACTS]
     for prefix in prefixes:

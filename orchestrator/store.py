@@ -30,6 +30,7 @@ import json
 import os
 import posixpath
 import re
+import urllib.parse
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -290,6 +291,13 @@ class Store:
         """Remove one file (no error if it is already gone)."""
         self._delete_quietly(self.full(path))
 
+    def delete_dir(self, path: str) -> None:
+        """Remove a directory and everything under it (no error if it is already gone)."""
+        try:
+            self.fs.delete_dir(self.full(path))
+        except FileNotFoundError:
+            pass
+
     def list(self, prefix: str) -> list[str]:
         """Root-relative paths of all files under the directory ``prefix`` (recursive, sorted)."""
         base = self.full(prefix)
@@ -349,11 +357,44 @@ class Store:
         check_name(campaign, "campaign name")
         check_name(key, "file key")
         conformed = conform(table, data)
+        from orchestrator import tables  # (imports this module)
+
+        if tables.is_delta(self, table):
+            raise StoreError(f"table {table!r} in {self.uri} is a Delta table: rows reach it through the "
+                             "driver's commits (stage_records + orchestrator.committer), not as single files")
         path = self.table_path(table, campaign, key)
+        self._put_parquet(path, conformed)
+        return path
+
+    def _put_parquet(self, path: str, conformed: pa.Table) -> None:
         sink = pa.BufferOutputStream()
         pq.write_table(conformed, sink, compression="zstd")
         self.put_bytes(path, sink.getvalue().to_pybytes())
-        return path
+
+    def stage_records(
+        self,
+        campaign: str,
+        key: str,
+        unit_id: str,
+        trial_ids: Sequence[str],
+        records: Sequence[Record],
+    ) -> list[str]:
+        """Write ``records`` (once per trial they serve) as staging files, one per table, all
+        named ``key`` (``paths.staging_file``); the driver commits them to the tables
+        (``orchestrator.committer``). The same key again replaces the staged file. Returns the paths."""
+        check_name(campaign, "campaign name")
+        check_name(unit_id, "unit id")
+        check_name(key, "file key")
+        if isinstance(trial_ids, str):
+            raise StoreError("trial_ids: expected a sequence of trial ids, got a single string")
+        if not trial_ids:
+            raise StoreError("trial_ids: expected at least one trial id")
+        out = []
+        for name, table in records_table(records, list(trial_ids), unit_id).items():
+            path = paths.staging_file(campaign, unit_id, name, key)
+            self._put_parquet(path, table)
+            out.append(path)
+        return out
 
     def write_records(
         self,
@@ -417,7 +458,12 @@ class Store:
         return None
 
     def read_table(self, table: str, campaign: str | None = None, *, warn: bool = True) -> pa.Table:
-        """All valid rows of ``table`` with a ``campaign`` column (bad files skipped with a warning)."""
+        """All rows of ``table`` with a ``campaign`` column: the current version of a Delta table,
+        or (a store in the per-file layout) every valid file, bad files skipped with a warning."""
+        from orchestrator import tables
+
+        if tables.is_delta(self, table):
+            return tables.dataset(self, table, campaign).to_table()
         found = self.scan(table, campaign)
         if warn:
             found.warn()
@@ -441,7 +487,8 @@ class Store:
             for info in self.fs.get_file_info(sel):
                 base = posixpath.basename(info.path)
                 if info.type == pafs.FileType.Directory and base.startswith(f"{schema.PARTITION_COLUMN}="):
-                    names.add(base.split("=", 1)[1])
+                    # Delta tables percent-encode partition values (names never contain '%')
+                    names.add(urllib.parse.unquote(base.split("=", 1)[1]))
         sel = pafs.FileSelector(self.full(paths.CAMPAIGNS), recursive=False, allow_not_found=True)
         for info in self.fs.get_file_info(sel):
             if info.type == pafs.FileType.Directory:

@@ -119,7 +119,7 @@ def _run_dense(store: Store, campaign: str, unit: Unit, device, levels_done: int
     records: list[Record] = []
     dense = train_dense(unit.setup, device=device, on_record=records.append, rewind_iterations=unit.rewind_iterations)
     _save_dense(store, unit.unit_id, dense)
-    store.write_records(campaign, unit.unit_id, unit.unit_id, unit.serves, records)
+    store.stage_records(campaign, unit.unit_id, unit.unit_id, unit.serves, records)
     level_done(0)
     return _status_of(records)
 
@@ -153,8 +153,8 @@ def _run_trajectory(store: Store, campaign: str, unit: Unit, device, levels_done
         stats = [r for r in pending if isinstance(r, MaskLayerStats)]
         training = [r for r in pending if not isinstance(r, MaskLayerStats)]
         if unit.serves:  # the driver's own cells (none when every cell of the trajectory is a branch)
-            store.write_records(campaign, key, uid, unit.serves, training)
-        store.write_records(campaign, key, uid, unit.mask_serves, stats)
+            store.stage_records(campaign, key, uid, unit.serves, training)
+        store.stage_records(campaign, key, uid, unit.mask_serves, stats)
         pending.clear()
         level_done(state.level)
         status, reason = _status_of(training)
@@ -180,7 +180,7 @@ def _run_branch(store: Store, campaign: str, unit: Unit, device, levels_done: in
         records: list[Record] = []
         retrain(setup, level=level, mask=mask, reset=unit.reset, dense=dense, source=source,
                 device=device, on_record=records.append)
-        store.write_records(campaign, f"{uid}-L{level}", uid, unit.serves, records)
+        store.stage_records(campaign, f"{uid}-L{level}", uid, unit.serves, records)
         level_done(level)
         status, reason = _status_of(records)
         if status != "done":

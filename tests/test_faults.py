@@ -2,11 +2,14 @@
 
 * SIGKILL of the Ray worker process running a unit: Tune retries the trial
   (``max_failures``), the unit resumes after its last finished level, rows appear once.
-* SIGKILL of the ``lth run`` driver before the first trial, mid-stage, between stages and
-  half-way through a store write (hook ``LTH_TEST_KILL_AT``, orchestrator/faults.py), each
-  followed by the same ``lth run``: the final store equals an uninterrupted run's (all four
-  tables, sorted, without the columns that measure the run). A write killed half-way leaves
-  only a temporary file that no ``*.parquet`` glob picks up and ``Store.scan`` lists as bad.
+* SIGKILL of the ``lth run`` driver before the first trial, mid-stage, between stages,
+  half-way through a store write, and at every step of a commit (intent written, one table
+  committed, batch recorded) and of the compaction (optimized, vacuumed) (hook
+  ``LTH_TEST_KILL_AT``, orchestrator/faults.py), each followed by the same ``lth run``: after
+  every kill the current table versions hold no duplicate and no foreign row, and the final
+  store equals an uninterrupted run's (all four tables, sorted, without the columns that
+  measure the run). A write killed half-way leaves only a temporary file that no
+  ``*.parquet`` glob picks up and the next driver removes.
 
 The killed drivers are subprocesses attached (``--address``) to this module's local Ray, so
 each costs an interpreter start, not a Ray start; the reruns and the reference run use the
@@ -29,6 +32,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli import main
 from orchestrator.store import Store
+from orchestrator.tables import live_files
 
 # Trainings of ~1 s (digits, 8 epochs of batch 32) so a kill can land inside a unit; three
 # units, one per stage: dense, the rewind trajectory (2 levels), the reinit branch.
@@ -73,11 +77,27 @@ def lth(args: list[str]) -> str:
 
 
 def rows(store: Path, table: str) -> list[tuple]:
-    """Every row of ``table`` minus the volatile columns, sorted. Reads with a plain
-    ``*.parquet`` glob on purpose: a half-written file under that pattern would fail here."""
-    rel = duckdb.sql(f"select * from read_parquet('{store}/{table}/*/*.parquet', hive_partitioning=true)")
+    """Every row of ``table`` minus the volatile columns, sorted. Reads a finished store with a
+    plain ``*.parquet`` glob on purpose: a finished run compacts and vacuums its Delta tables,
+    so the partition directories then hold exactly the current files; a half-written file or
+    a file a compaction replaced would show here."""
+    rel = duckdb.sql(f"select * from read_parquet('{store}/{table}/campaign=*/*.parquet', hive_partitioning=true)")
+    return _sorted_rows(rel)
+
+
+def _sorted_rows(rel) -> list[tuple]:
     cols = [c for c in rel.columns if c not in VOLATILE]
-    return sorted(duckdb.sql(f"select {', '.join(cols)} from rel").fetchall(), key=repr)
+    return sorted(rel.select(", ".join(cols)).fetchall(), key=repr)
+
+
+def current_rows(store: Path, table: str) -> list[tuple]:
+    """Rows of ``table`` as readers see them mid-campaign: its current Delta version (through
+    the views), not every file on disk (a killed compaction leaves replaced files until the
+    next vacuum)."""
+    from analysis.views import connect
+
+    con = connect(str(store), warn=False)
+    return _sorted_rows(con.sql(f"select * from {table}"))
 
 
 def assert_same_as_reference(store: Path, reference: dict[str, list[tuple]]) -> None:
@@ -158,9 +178,7 @@ def test_worker_sigkill_is_retried_and_rows_appear_once(local_ray, spec, referen
 def _subset_without_duplicates(store: Path, reference: dict[str, list[tuple]]) -> None:
     """A killed campaign's rows so far: no duplicates and each one equal to a reference row."""
     for table in TABLES:
-        if not list(store.glob(f"{table}/*/*.parquet")):
-            continue
-        got = rows(store, table)
+        got = current_rows(store, table)
         assert len(got) == len(set(got)), f"{table}: duplicate rows"
         assert set(got) <= set(reference[table]), f"{table}: a row differs from the uninterrupted run"
 
@@ -174,13 +192,21 @@ def _kill_mid_stage(proc: subprocess.Popen, store: Path) -> None:
 # The kill points in the order a campaign reaches them; each value is LTH_TEST_KILL_AT
 # (None: an outside SIGKILL while a trajectory unit is half done). One store goes through
 # all of them, each kill followed by the same `lth run`, which the next point then kills:
-# every point is hit for real, for the price of about one campaign.
+# every point is hit for real, for the price of about one campaign. The campaign runs staged
+# (one family): the driver commits after the dense stage, after the trajectory stage and at
+# the end (orchestrator/committer.py), then compacts each table (orchestrator/tables.py).
 KILL_POINTS = [
     ("during_spec_write", "store_write:_campaigns/"),  # registration, before Ray
     ("before_first_trial", "before_first_trial"),
-    ("between_stages", "after_stage:dense"),
+    ("commit_intent", "commit:intent"),  # dense done, its batch's intent written, no table committed
+    ("between_stages", "after_stage:dense"),  # the rerun first re-applied the dense batch
     ("mid_stage", None),
-    ("during_trials_write", "store_write:trials/"),  # the first trials rows, after the trajectories
+    ("during_intent_write", "store_write:_ledger/"),  # trajectory done, half its batch's intent written
+    ("commit_one_table", "commit:table:metrics"),  # metrics committed, levels / masks / trials not
+    ("recovery_two_tables", "commit:table:masks"),  # the rerun's recovery of that batch, killed again
+    ("commit_recorded", "commit:recorded"),  # batch recorded, its staging files and intent still there
+    ("compact_optimized", "compact:optimized:metrics"),  # branch done, metrics rewritten, not vacuumed
+    ("compact_vacuumed", "compact:vacuumed:levels"),  # the rerun's compaction: metrics done, levels vacuumed
 ]
 
 
@@ -204,12 +230,20 @@ def test_driver_sigkills_then_rerun_equals_uninterrupted(local_ray, spec, refere
         if point.startswith("during_"):
             leftovers = list(store.rglob(".tmp-*"))
             assert leftovers and not any(p.name.endswith(".parquet") for p in leftovers), leftovers
-        if point == "during_trials_write":
-            bad = Store(store).scan("trials").bad
-            assert [b.path for b in bad] == [str(p.relative_to(store)) for p in store.glob("trials/*/.tmp-*")]
-            assert bad and "temporary" in bad[0].reason
+        if point == "during_intent_write":
+            ledger = store / "_ledger" / f"campaign={NAME}"
+            assert [p.name.endswith("-pending.json.part") for p in ledger.glob(".tmp-*")] == [True]
+            assert not (store / "_ledger" / f"campaign={NAME}" / "pending.json").exists()
+        if point.startswith(("commit_", "recovery_")):
+            assert (store / "_ledger" / f"campaign={NAME}" / "pending.json").exists(), point
+        if point == "compact_optimized":  # the replaced files are still on disk, readers skip them
+            on_disk = len(list(store.glob("metrics/campaign=*/*.parquet")))
+            assert on_disk > len(live_files(Store(store), "metrics")) == 1, on_disk
         _subset_without_duplicates(store, reference)
 
     out = lth(["run", str(spec), "--store", str(store), "--no-report"])
-    assert "dense 0 ran/1 skipped, trajectory 0 ran/1 skipped" in out, out  # finished units not retrained
+    assert "dense 0 ran/1 skipped, trajectory 0 ran/1 skipped, branch 0 ran/1 skipped" in out, out  # none retrained
     assert_same_as_reference(store, reference)
+    assert not list(store.glob("_ledger/**/.tmp-*"))  # the killed intent write's temporary file was cleaned up
+    assert not list(store.glob("_staging/**/*.parquet"))  # every committed unit's staging files deleted
+    assert not (store / "_ledger" / f"campaign={NAME}" / "pending.json").exists()
