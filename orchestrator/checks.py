@@ -71,7 +71,7 @@ def check_cell(setup: RunSetup, reset: str, driver_set: bool, where: dict[str, s
     from trainers.datasets import DATASETS
     from trainers.models import MODELS
     from trainers.pruning import PRUNING_METHODS, STRUCTURED_METHODS
-    from trainers.resets import parse_reset
+    from trainers.resets import parse_reset, trains_weights
 
     def src(path: str) -> str:
         return renamed(path, where)
@@ -102,6 +102,9 @@ def check_cell(setup: RunSetup, reset: str, driver_set: bool, where: dict[str, s
         except ValueError as e:
             out.append(f"{src(path)}: {e}")
             continue
+        if path == "prune.mask_driver" and not trains_weights(name):
+            out.append(f"{src(path)}: {name!r} trains no weights, so it cannot rank them for the next level's "
+                       "mask; expected a reset that trains them (rewind, lr_rewind, ...)")
         if r.k is not None:
             rewinds.append((path, name, r.k))
     if ds in ROOT_DATASETS and data_check:

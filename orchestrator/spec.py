@@ -294,7 +294,9 @@ def _check_axis_values(base: dict, ax: list[Axis], errors: list[str], data_check
 def _expand(base: dict, ax: list[Axis], errors: list[str], data_check: bool, unset: set[str]) -> list[Cell]:
     reset_axis = next((a for a in ax if a.path == "reset"), None)
     resets = reset_axis.values if reset_axis else [base["reset"]]
-    default_driver = next((r for r in resets if r != "reinit"), "rewind")
+    from trainers.resets import trains_weights
+
+    default_driver = next((r for r in resets if r != "reinit" and trains_weights(r)), "rewind")
     cells: list[Cell] = []
     first: dict[str, int] = {}
     seen_errors: set[str] = set()

@@ -128,6 +128,12 @@ SUPERMASK_RESETS: dict[str, SupermaskConfig] = {
 }
 
 
+def trains_weights(name: str) -> bool:
+    """Whether reset ``name`` trains weights, so its trained weights can rank the next level's
+    mask (a supermask trains scores only)."""
+    return name.partition("@")[0] not in SUPERMASK_RESETS
+
+
 def _supermask(spec, dense, source, setup, level, model) -> ResetStart:
     raise ValueError(f"reset {spec.name!r} trains scores, not weights: run it with trajectory.retrain")
 
