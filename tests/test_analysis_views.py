@@ -98,7 +98,9 @@ def test_sql_refuses_writes(store, tmp_path, name):
     before = open(store_file, "rb").read()
     query = WRITES[name].format(dir=tmp_path, store_file=store_file)
     con = connect(store)
-    with pytest.raises(SqlError):
+    # the statement guard's own message: the locked connection (tested below) must not be what refuses
+    refusal = "expected exactly one SQL statement" if name == "two_statements" else "^refused: .* not allowed"
+    with pytest.raises(SqlError, match=refusal):
         run_sql(con, query)
     assert sorted(os.listdir(tmp_path)) == ["store"]  # nothing new on disk
     assert open(store_file, "rb").read() == before

@@ -83,7 +83,10 @@ def test_pruned_weights_exactly_zero_and_reinit_differs():
         for k, m in mask.items():
             assert bool((br.weights[k][~m] == 0).all())
     assert not torch.equal(out["rewind"].weights["hidden.0.weight"], out["reinit"].weights["hidden.0.weight"])
-    assert out["finetune"].summary.level == 1
+    # finetune starts from the trained weights at a small lr: it ends nearer to them than rewind does
+    def dist(br):
+        return sum(float((br.weights[k] - dense.final[k] * m).norm()) for k, m in mask.items())
+    assert dist(out["finetune"]) < dist(out["rewind"])
 
 
 def test_same_seed_bit_identical(full_run):
