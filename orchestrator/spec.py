@@ -44,7 +44,7 @@ from orchestrator.grid import (
     value_at,
 )
 from orchestrator.ids import canonical_json, stable_hash
-from orchestrator.spec_errors import SETTINGS_CONFIG, SpecError, messages
+from orchestrator.spec_errors import SETTINGS_CONFIG, SpecError, messages, renamed
 from orchestrator.spec_yaml import decode, load_yaml
 from trainers.config import (
     DataConfig,
@@ -188,8 +188,9 @@ _VAR = re.compile(r"\$(\w+)|\$\{([^}]*)\}")
 
 
 def _expand_root(data: Any, path: str, errors: list[str] | None, unset: set[str]) -> None:
-    """Expand ~ and $VARS in ``data.root`` in place. An unset variable is named (``errors``), or,
-    without data checks (errors None), left as written and noted in ``unset``."""
+    """Expand ~ and $VARS in ``data.root`` in place. An unset variable is named (``errors``, under
+    ``path``: data.root, grid.data.root[1], ...), or, without data checks (errors None), left as
+    written and noted in ``unset``."""
     if not isinstance(data, dict) or not isinstance(data.get("root"), str):
         return
     root = data["root"]
@@ -197,7 +198,7 @@ def _expand_root(data: Any, path: str, errors: list[str] | None, unset: set[str]
     if missing:
         if errors is not None:
             names = ", ".join(sorted(set(missing)))
-            errors.append(f"{path}.root: environment variable {names} is not set ({root!r}); set it to the "
+            errors.append(f"{path}: environment variable {names} is not set ({root!r}); set it to the "
                           "directory holding the dataset, or use lth validate --no-data-check to see the plan")
         unset.update(missing)
         return
@@ -247,7 +248,7 @@ def parse_campaign(text: str, source: str = "campaign", *, data_check: bool = Tr
     errors: list[str] = []
     unset: set[str] = set()
     raw = copy.deepcopy(raw)  # shares of YAML aliases become copies: cells are edited in place
-    _expand_root(raw.get("data"), "data", errors if data_check else None, unset)
+    _expand_root(raw.get("data"), "data.root", errors if data_check else None, unset)
     fixed = copy.deepcopy(raw)
     _budget(fixed)
     try:
@@ -287,7 +288,7 @@ def _check_axis_values(base: dict, ax: list[Axis], errors: list[str], data_check
             set_path(tree, a.path, copy.deepcopy(v))
             rename = {a.path: f"{a.source}[{i}]"}
             if a.path.startswith("data"):
-                _expand_root(tree.get("data"), rename.get("data", "data"), errors if data_check else None, unset)
+                _expand_root(tree.get("data"), renamed("data.root", rename), errors if data_check else None, unset)
             errors += _validate_cell(tree, rename)[1]
 
 
@@ -302,7 +303,7 @@ def _expand(base: dict, ax: list[Axis], errors: list[str], data_check: bool, uns
     seen_errors: set[str] = set()
     for tree, cell_axes, where in product(base, ax):
         if any(p.startswith("data") for p in where):
-            _expand_root(tree.get("data"), "data", None, unset)
+            _expand_root(tree.get("data"), "data.root", None, unset)
         s, problems = _validate_cell(tree, where)
         if s is None:  # a combination of values each valid alone, e.g. epochs and iterations
             errors += [m for m in problems if m not in seen_errors]
