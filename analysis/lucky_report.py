@@ -21,6 +21,7 @@ nets (Luck Matters, Fig. 6) from the ``masks`` table, for campaigns whose nets h
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -169,20 +170,23 @@ def bn_section(con: duckdb.DuckDBPyConnection, campaign: str, out: Path) -> Sect
     """Fraction of negative BN biases per layer of the trained dense nets (level-1 mask statistics
     are computed from them; kept channels only, which at level 1 of unstructured pruning is all)."""
     bn = con.execute(
-        "SELECT arch, layer, min(layer_order) AS ord, avg(bn_negative_bias_fraction) AS neg, count(*) AS n "
-        "FROM (SELECT arch, layer, bn_negative_bias_fraction, row_number() OVER () AS layer_order FROM cell_masks "
-        "WHERE campaign = $c AND kind = 'bn' AND level = 1 AND bn_negative_bias_fraction IS NOT NULL) "
-        "GROUP BY arch, layer ORDER BY arch, ord", {"c": campaign}).df()
+        "SELECT arch, layer, avg(bn_negative_bias_fraction) AS neg, count(*) AS n FROM cell_masks "
+        "WHERE campaign = $c AND kind = 'bn' AND level = 1 AND bn_negative_bias_fraction IS NOT NULL "
+        "GROUP BY arch, layer", {"c": campaign}).df()
     if bn.empty:
         return Section()
+    # Layer names in natural order (blocks.2 before blocks.10): input to output for our models.
+    bn["_key"] = [tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)) for name in bn["layer"]]
+    bn = bn.sort_values(["arch", "_key"]).drop(columns="_key").reset_index(drop=True)
     plt = _plt()
     archs = sorted(bn["arch"].unique())
     fig, axes = plt.subplots(1, len(archs), figsize=(3.4 * len(archs), 2.4), squeeze=False, constrained_layout=True)
     for ax, arch in zip(axes[0], archs):
         g = bn[bn["arch"] == arch]
         ax.bar(range(len(g)), 100 * g["neg"])
+        ax.set_xticks(range(len(g)), g["layer"], rotation=90, fontsize=4)
         ax.axhline(50, color="gray", ls=":", lw=0.8)
-        ax.set_xlabel("BatchNorm layer (input → output)")
+        ax.set_xlabel("BatchNorm layer")
         ax.set_ylabel("negative biases (%)")
         ax.set_title(arch, fontsize=7)
     files = _save(fig, out / "bn_bias_sign")

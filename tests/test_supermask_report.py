@@ -19,16 +19,16 @@ CPU = torch.device("cpu")
 RESETS = ["rewind", "reinit", "supermask"]
 
 
-def _write_campaign(store: Store, campaign: str, setup: RunSetup, seeds=(0, 1)) -> list:
+def _write_campaign(store: Store, campaign: str, setup: RunSetup, seeds=(0, 1), resets=tuple(RESETS)) -> list:
     """Run each seed's trajectory and write its rows as the planner's cells would hold them: one
     cell per (seed, reset); dense rows and mask statistics go to every cell of the seed."""
     everything = []
     for seed in seeds:
         s = RunSetup(setup.data, setup.model, setup.train, setup.prune, seed)
         records = []
-        run_trajectory(s, RESETS, device=CPU, on_record=records.append)
+        run_trajectory(s, list(resets), device=CPU, on_record=records.append)
         everything += [(seed, r) for r in records]
-        trials = {r: f"t-{seed}-{r}" for r in RESETS}
+        trials = {r: f"t-{seed}-{r}" for r in resets}
         shared = [r for r in records if isinstance(r, MaskLayerStats) or r.reset == "dense"]
         store.write_records(campaign, f"u-{seed}-shared", f"u-{seed}-shared", list(trials.values()), shared)
         for reset, tid in trials.items():
@@ -88,3 +88,19 @@ def test_a_regression_campaign_is_reported_on_test_loss_with_the_lucky_node_sect
         assert got["pairs"] == 2
     assert list(rep.verdicts.columns)[-1] == "verdict"
     assert "Does structured IMP keep the lucky nodes?" in md
+
+
+def test_bn_bias_signs_per_layer_of_a_batchnorm_net(tmp_path):
+    setup = RunSetup(DataConfig("digits"), ModelConfig("resnet", {"depth": 8, "width": 4}),
+                     TrainConfig(lr=0.1, batch_size=128, epochs=1, schedule="cosine"), PruneConfig(rate=0.5, levels=1), 0)
+    store = Store(str(tmp_path / "s"))
+    rows = _write_campaign(store, "bn", setup, seeds=(0,), resets=("rewind", "supermask"))
+    build_report(store, "bn", tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## BatchNorm bias signs" in md and (tmp_path / "out" / "bn_bias_sign.png").exists()
+    bn = [r for _, r in rows if isinstance(r, MaskLayerStats) and r.kind == "bn" and r.level == 1]
+    assert len(bn) >= 3
+    shown = {cells[1]: float(cells[2]) for cells in (ln.strip("| ").split(" | ") for ln in md.splitlines())
+             if cells[0] == "resnet" and len(cells) == 3}
+    assert shown == {r.layer: round(100 * r.bn_negative_bias_fraction, 1) for r in bn}
+    assert "## Supermasks (edge-popup)" in md  # edge-popup on a conv net with BatchNorm runs too
