@@ -70,14 +70,13 @@ def _rows(store_dir, table: str) -> list[dict]:
     return [dict(zip(cols, r)) for r in rel.fetchall()]
 
 
-def _numpy_global_magnitude(weights: dict, alive: dict, rate: float) -> dict:
-    """Independent global magnitude pruning: drop round(rate * alive) of the alive weights with
-    the smallest |w| (ties: earlier position first kept, as a stable sort)."""
+def _numpy_global_magnitude(weights: dict, alive: dict, rate: float, level: int) -> dict:
+    """Independent global magnitude pruning to level ``level``: keep the n - round((1 - (1-rate)^level) * n)
+    largest |w| (n: dense size of the pool) among the alive weights (ties: earlier position first)."""
     names = list(alive)
     flat = np.concatenate([np.abs(weights[n].numpy().ravel()) for n in names])
     live = np.concatenate([alive[n].numpy().ravel() for n in names])
-    n_alive = int(live.sum())
-    n_keep = n_alive - int(round(rate * n_alive))
+    n_keep = min(int(live.sum()), len(flat) - int(round((1 - (1 - rate) ** level) * len(flat))))
     score = np.where(live, flat, -1.0)
     order = np.argsort(-score, kind="stable")
     keep = np.zeros(len(flat), bool)
@@ -107,8 +106,8 @@ def test_trajectory_masks_are_the_independent_recomputation(ran):
     l1 = store.get_tensors(paths.artifact(traj.unit_id, "L1"))
     l2 = store.get_tensors(paths.artifact(traj.unit_id, "L2"))
     ones = {n: torch.ones_like(dense.final[n], dtype=torch.bool) for n in prunable}
-    want1 = _numpy_global_magnitude(dense.final, ones, RATE)
-    want2 = _numpy_global_magnitude(l1["driver"], want1, RATE)  # ranked on the driver's level-1 weights
+    want1 = _numpy_global_magnitude(dense.final, ones, RATE, 1)
+    want2 = _numpy_global_magnitude(l1["driver"], want1, RATE, 2)  # ranked on the driver's level-1 weights
     for n in prunable:
         assert torch.equal(l1["mask"][n], want1[n]), n
         assert torch.equal(l2["mask"][n], want2[n]), n
