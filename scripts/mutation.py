@@ -281,15 +281,16 @@ def _export(rev: str, dest: Path, paths: tuple[str, ...] = ()) -> None:
 
 def _pytest(root: Path, tests: list[str], extra: tuple[str, ...], timeout: int) -> tuple[bool, float, str]:
     env = dict(os.environ, PYTHONPATH=str(root), CI="1", PYTHONDONTWRITEBYTECODE="1")
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", "-rN",
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", "-rf",
            "-o", "addopts=", *extra, *tests]
     t0 = time.perf_counter()
     try:
         r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return False, time.perf_counter() - t0, "timeout"
-    tail = (r.stdout.strip().splitlines() or [""])[-1]
-    return r.returncode == 0, time.perf_counter() - t0, tail
+    lines = r.stdout.strip().splitlines() or [""]
+    failed = [ln.split(" ", 1)[1].split(" - ")[0] for ln in lines if ln.startswith("FAILED ")]
+    return r.returncode == 0, time.perf_counter() - t0, failed[0] if failed else lines[-1]
 
 
 def main() -> int:
