@@ -8,7 +8,7 @@ from analysis import rethinking_lr
 from analysis.report import ReportError, build_report, generic_comparison
 from analysis.sql import FORMATS, SqlError, format_result, run_sql
 from analysis.tables import markdown_table
-from analysis.views import connect
+from analysis.views import read_consistent
 
 store_option = click.option(
     "--store", envvar="LTH_STORE", default="lth-store", show_default=True,
@@ -22,9 +22,8 @@ store_option = click.option(
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 def sql(query: str, store: str, fmt: str) -> None:
     """Run one read-only SQL query over the store's views (trials, metrics, levels, masks, cell_*)."""
-    con = connect(store)
-    try:
-        click.echo(format_result(run_sql(con, query), fmt))
+    try:  # a query that met a compaction's vacuum re-reads the new version
+        click.echo(format_result(read_consistent(store, lambda con: run_sql(con, query)), fmt))
     except SqlError as e:
         raise click.ClickException(str(e)) from None
 

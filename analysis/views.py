@@ -24,6 +24,8 @@ overwrite a store file, so we do not.)
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import duckdb
 import pyarrow.dataset as ds
@@ -31,12 +33,15 @@ import pyarrow.dataset as ds
 from orchestrator import schema, tables
 from orchestrator.store import Store
 
-BASE_VIEWS = tuple(schema.TABLES)
+# trials first: a connection's snapshot of trials is never newer than its measurement tables'
+# (the driver commits trials last), so no cell it sees lacks rows (module docstring)
+BASE_VIEWS = ("trials", *(t for t in schema.TABLES if t != "trials"))
 # Axis columns copied from ``trials`` onto measurement rows. ``reset`` is renamed
 # ``trial_reset``: a measurement row carries the reset that produced it (e.g. "dense" at
 # level 0), which differs from the cell's reset when a shared unit serves several cells.
 _JOIN_AXES = [c for c in schema.AXIS_COLUMNS if c != "reset"]
 CELL_VIEWS = {"cell_levels": "levels", "cell_metrics": "metrics", "cell_masks": "masks"}
+T = TypeVar("T")
 
 
 def open_store(store: Store | str | os.PathLike | None) -> Store:
@@ -88,6 +93,32 @@ def connect(
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
+
+
+def read_consistent(
+    store: Store | str | os.PathLike | None,
+    read: Callable[[duckdb.DuckDBPyConnection], T],
+    *,
+    campaign: str | None = None,
+    warn: bool = True,
+    attempts: int = 3,
+) -> T:
+    """``read(con)`` on a fresh ``connect`` connection; if it fails while the store's tables moved
+    to a new version (a compaction's vacuum deleted files of the connection's snapshot, which
+    a reader of a store a driver is writing can meet), again on a new snapshot. An error on
+    an unchanged store (a bad query) is raised at once."""
+    store = open_store(store)
+    for attempt in range(attempts):
+        before = tables.versions(store)
+        con = connect(store, campaign=campaign, warn=warn and attempt == 0)
+        try:
+            return read(con)
+        except (duckdb.Error, OSError, ValueError):  # (ValueError: analysis.sql.SqlError wraps duckdb errors)
+            if attempt + 1 == attempts or tables.versions(store) == before:
+                raise
+        finally:
+            con.close()
+    raise AssertionError("unreachable")
 
 
 def describe_views(con: duckdb.DuckDBPyConnection) -> str:

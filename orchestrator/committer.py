@@ -1,4 +1,4 @@
-"""The driver's commits: staged worker output -> the four Delta tables, exactly once.
+"""The driver's commits: staged worker output -> the Delta result tables, exactly once.
 
 Workers never write a table. A unit writes its rows as staging files
 (``paths.staging_file``: one per table and deterministic key, replaced when a retried unit

@@ -57,6 +57,7 @@ class RunSummary:
     bundle_seconds: float = 0.0  # wall seconds inside the bundle trainables (last attempt each)
     phases: dict[str, float] = field(default_factory=dict)  # driver wall seconds: setup, tune, rows, compact
     commits: int = 0  # batches committed to the tables in this invocation
+    commit_seconds: float = 0.0  # driver wall seconds spent committing them
     files: dict[str, int] = field(default_factory=dict)  # table -> data files of the campaign after compaction
 
     def line(self) -> str:
@@ -66,7 +67,9 @@ class RunSummary:
             for s, v in self.units.items()
         )
         cells = ", ".join(f"{k} {v}" for k, v in self.cells.items() if v)
-        return f"campaign {self.campaign}: {self.seconds:.1f}s | units: {units} | cells: {cells}"
+        store = (f" | store: {self.commits} commit(s) in {self.commit_seconds:.1f}s, "
+                 f"{sum(self.files.values())} data file(s) after compaction ({self.phases.get('compact', 0):.1f}s)")
+        return f"campaign {self.campaign}: {self.seconds:.1f}s | units: {units} | cells: {cells}" + store
 
 
 # ----------------------------------------------------------------------------- bundles
@@ -261,7 +264,7 @@ def run_plan(
         summary.units = _stage_counts(plan, before, after)
         summary.unit_seconds = sum(m.seconds for m in after.values())
         summary.cells = committer.counts()
-        summary.commits = committer.stats.batches
+        summary.commits, summary.commit_seconds = committer.stats.batches, committer.stats.seconds
         summary.phases["rows"] = time.perf_counter() - t_rows
         t_compact = time.perf_counter()
         summary.files = {t: tables.compact(store, t, plan.campaign)["files_after"] for t in COMMIT_ORDER}

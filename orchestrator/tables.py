@@ -94,6 +94,17 @@ def open_table(store: Store, table: str):
     return DeltaTable(table_uri(store, table), storage_options=storage_options(store))
 
 
+def versions(store: Store) -> dict[str, int | None]:
+    """The current Delta version of every table (None: not a Delta table). A reader whose query
+    failed compares these with the versions it started from: if they moved, a compaction
+    vacuumed files of its snapshot and it re-reads (``analysis.views.read_consistent``)."""
+    out = {}
+    for table in schema.TABLES:
+        dt = open_table(store, table)
+        out[table] = None if dt is None else dt.version()
+    return out
+
+
 def version_problem(table: str, dt) -> str | None:
     """Why readers must not read this Delta table (another schema version / other columns), or None."""
     match = _VERSION_RE.search(dt.metadata().description or "")
