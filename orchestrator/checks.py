@@ -151,12 +151,15 @@ def _check_layer_names(setup: RunSetup, info, src) -> list[str]:
     channel groups): build the model (no training) and let the pruning code judge the names."""
     import torch
 
-    from trainers.models import build_model
+    from trainers.models import MODELS
     from trainers.pruning import layer_targets
 
     try:
-        with torch.device("meta"):  # names and shapes only: no memory, however wide the options say
-            model = build_model(setup.model, info.input_shape, info.num_classes, 0)
+        # names and shapes only: on the meta device no memory is used, however wide the options
+        # say; the builder alone, as the seeded init (a CPU generator) is slow on meta tensors
+        with torch.device("meta"):
+            options = MODELS.parse_options(setup.model.arch, setup.model.options)
+            model = MODELS[setup.model.arch](options, info.input_shape, info.num_classes)
     except (ValueError, TypeError, RuntimeError):
         return []  # a model that cannot be built fails its trial with the builder's message
     try:
