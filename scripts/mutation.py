@@ -12,8 +12,8 @@ test files (``-x``: the first failure kills it) and prints caught / survived per
     python scripts/mutation.py --only rewind_k_uses_theta0,best_is_final
     python scripts/mutation.py --list
 
-Test files failing on the unmutated copy are dropped for that run (and named), so an old
-revision's tests that no longer fit today's sources do not count as kills. Related tests are
+Tests failing on the unmutated copy are deselected for that run (and named), so an old
+revision's tests that no longer fit today's sources (or a test broken at HEAD) do not count as kills. Related tests are
 files that run without Ray (the run stays within minutes per mutant on 2 cores).
 
 Why not mutmut: mutmut 3 is installed (dev extra) but it mutates every operator of every line:
@@ -279,18 +279,34 @@ def _export(rev: str, dest: Path, paths: tuple[str, ...] = ()) -> None:
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
 
 
-def _pytest(root: Path, tests: list[str], extra: tuple[str, ...], timeout: int) -> tuple[bool, float, str]:
+def _run(root: Path, args: list[str], timeout: int) -> tuple[int | None, float, list[str], str]:
     env = dict(os.environ, PYTHONPATH=str(root), CI="1", PYTHONDONTWRITEBYTECODE="1")
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", "-rf",
-           "-o", "addopts=", *extra, *tests]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header", "-rf", "-o", "addopts=",
+           *args]
     t0 = time.perf_counter()
     try:
         r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return False, time.perf_counter() - t0, "timeout"
+        return None, time.perf_counter() - t0, [], "timeout"
     lines = r.stdout.strip().splitlines() or [""]
     failed = [ln.split(" ", 1)[1].split(" - ")[0] for ln in lines if ln.startswith("FAILED ")]
-    return r.returncode == 0, time.perf_counter() - t0, failed[0] if failed else lines[-1]
+    return r.returncode, time.perf_counter() - t0, failed, lines[-1]
+
+
+def _clean_args(root: Path, test: str, extra: tuple[str, ...], timeout: int) -> list[str] | None:
+    """pytest arguments for ``test`` without its tests that fail unmutated (``--deselect``), or
+    None when the file is absent or cannot run at all."""
+    if not (root / test.split("::")[0]).is_file():
+        print(f"  (dropped {test}: absent in this revision)")
+        return None
+    rc, _, failed, tail = _run(root, [*extra, test], timeout)
+    if rc == 0:
+        return [test]
+    if rc == 1 and failed:
+        print(f"  ({test}: {len(failed)} test(s) fail unmutated, deselected: {', '.join(failed)})")
+        return [test, *(a for f in failed for a in ("--deselect", f))]
+    print(f"  (dropped {test}: does not run unmutated: {tail})")
+    return None
 
 
 def main() -> int:
@@ -326,17 +342,12 @@ def main() -> int:
             print(f"the copy's packages do not shadow the installed ones ({where.strip()})")
             return 2
         print(f"sources {args.rev}, tests {args.tests_rev or args.rev}, copy {root}")
-        # Test files that pass unmutated: the only ones that may kill a mutant.
-        clean: dict[tuple[str, tuple[str, ...]], bool] = {}
+        # Per related test file: the arguments that pass unmutated (the only tests that may kill).
+        clean: dict[tuple[str, tuple[str, ...]], list[str] | None] = {}
         for mu in chosen:
             for t in mu.tests:
-                key = (t, mu.extra)
-                if key not in clean:
-                    exists = (root / t.split("::")[0]).is_file()
-                    ok = exists and _pytest(root, [t], mu.extra, args.timeout)[0]
-                    clean[key] = ok
-                    if not ok:
-                        print(f"  (dropped {t} {' '.join(mu.extra)}: {'fails unmutated' if exists else 'absent'})")
+                if (t, mu.extra) not in clean:
+                    clean[(t, mu.extra)] = _clean_args(root, t, mu.extra, args.timeout)
         rows = []
         for mu in chosen:
             path = root / mu.file
@@ -345,13 +356,14 @@ def main() -> int:
             for old, new in mu.edits:
                 text = text.replace(old, new, 1)
             path.write_text(text)
-            tests = [t for t in mu.tests if clean[(t, mu.extra)]]
+            tests = [a for t in mu.tests if clean[(t, mu.extra)] for a in clean[(t, mu.extra)]]
             try:
                 if not tests:
                     verdict, secs, tail = "no tests", 0.0, ""
                 else:
-                    passed, secs, tail = _pytest(root, tests, mu.extra, args.timeout)
-                    verdict = "survived" if passed else "caught"
+                    rc, secs, failed, tail = _run(root, ["-x", *mu.extra, *tests], args.timeout)
+                    verdict = "survived" if rc == 0 else "caught"
+                    tail = failed[0] if failed else tail
             finally:
                 path.write_text(original)
             rows.append((mu, verdict))
