@@ -1,7 +1,7 @@
 """Checks of one cell that need the trainers' registries or the file system: names known to
 the registries, options as each dataset and model declares them, sizes against the dataset
-(validation split, budget, schedule, rewind points), layer names against the model, and the
-dataset's files.
+(validation split, budget, schedule, rewind points), the model against the dataset's input
+shape, layer names against the model, and the dataset's files.
 
 Dataset sizes come from each dataset's declared ``info`` (no loading); with ``data_check=False``
 nothing touches the file system (a cluster campaign's plan on a laptop without its data). The
@@ -127,8 +127,8 @@ def check_cell(setup: RunSetup, reset: str, driver_set: bool, where: dict[str, s
         if k >= budget:
             out.append(f"{src(path)}: {name} rewinds to iteration {k}, beyond the training budget "
                        f"of {budget} iterations ({src('train.epochs')}); expected k < {budget}")
-    if (prune.layer_rates or prune.exclude) and model_opts is not None:
-        out += _check_layer_names(setup, info, src)
+    if model_opts is not None:
+        out += _check_model(setup, info, src)
     return out
 
 
@@ -146,22 +146,40 @@ def _check_root(setup: RunSetup, src) -> list[str]:
     return []
 
 
-def _check_layer_names(setup: RunSetup, info, src) -> list[str]:
-    """prune.layer_rates / prune.exclude must name layers of the model (for structured pruning,
-    channel groups): build the model (no training) and let the pruning code judge the names."""
+_MODELS: dict[str, Any] = {}  # (arch, options, input shape, classes) -> model on the meta device, or the error
+
+
+def _meta_model(setup: RunSetup, info) -> Any:
+    """The cell's model built for the dataset's input shape on the meta device (names and shapes
+    only: no memory is used, however wide the options say), or the builder's error. The builder
+    alone: the seeded init (a CPU generator) takes seconds on meta tensors."""
     import torch
 
     from trainers.models import MODELS
+
+    key = canonical_json([setup.model.arch, setup.model.options, info.input_shape, info.num_classes])
+    if key not in _MODELS:
+        try:
+            with torch.device("meta"):
+                options = MODELS.parse_options(setup.model.arch, setup.model.options)
+                _MODELS[key] = MODELS[setup.model.arch](options, info.input_shape, info.num_classes)
+        except (ValueError, TypeError, RuntimeError) as e:
+            _MODELS[key] = e
+    return _MODELS[key]
+
+
+def _check_model(setup: RunSetup, info, src) -> list[str]:
+    """The arch must take the dataset's inputs; prune.layer_rates / prune.exclude must name its
+    layers (for structured pruning, channel groups), as the pruning code judges them."""
     from trainers.pruning import layer_targets
 
-    try:
-        # names and shapes only: on the meta device no memory is used, however wide the options
-        # say; the builder alone, as the seeded init (a CPU generator) is slow on meta tensors
-        with torch.device("meta"):
-            options = MODELS.parse_options(setup.model.arch, setup.model.options)
-            model = MODELS[setup.model.arch](options, info.input_shape, info.num_classes)
-    except (ValueError, TypeError, RuntimeError):
-        return []  # a model that cannot be built fails its trial with the builder's message
+    model = _meta_model(setup, info)
+    if isinstance(model, Exception):
+        msg = str(model).removeprefix("ModelConfig.")
+        return [f"{src('model.arch')}: {setup.model.arch!r} cannot be built for {setup.data.dataset!r} "
+                f"(inputs of shape {tuple(info.input_shape)}, {info.num_classes} classes): {msg}"]
+    if not (setup.prune.layer_rates or setup.prune.exclude):
+        return []
     try:
         layer_targets(model, setup.prune)
     except ValueError as e:
