@@ -128,16 +128,22 @@ def run(campaign: str, store: str, address: str | None, max_concurrent: int | No
     register_campaign(st, c, plan)
     click.echo(f"campaign {c.name} -> {st.uri}: " + "; ".join(plan.summary().lines()), err=True)
     from orchestrator.execution import run_plan
+    from orchestrator.lease import LeaseHeld, acquire
     from orchestrator.status import driver_finished, driver_started
 
+    try:  # one driver per campaign (orchestrator/lease.py): a second `lth run` refuses
+        lease = acquire(st, c.name)
+    except LeaseHeld as e:
+        raise click.ClickException(str(e)) from None
     # lets `lth status` tell a live driver's "running" units from a killed driver's leftovers
     driver = driver_started(st, c.name)
     outcome = "error"
     try:
-        summary = run_plan(c, plan, st, address=address, max_concurrent=max_concurrent)
+        summary = run_plan(c, plan, st, address=address, max_concurrent=max_concurrent, lease=lease)
         outcome = "completed" if not summary.cells.get("pending") else "incomplete"
     finally:
         driver_finished(st, c.name, driver, outcome)
+        lease.release()
     click.echo(summary.line())
     if report and summary.cells.get("done"):
         from analysis.cli import write_and_print_report

@@ -37,6 +37,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from orchestrator import faults, paths, schema, tables
+from orchestrator.lease import Lease
 from orchestrator.ledger import CellState, UnitMarker, cell_counts, cell_state, trials_row
 from orchestrator.plan import Plan
 from orchestrator.store import TMP_PREFIX, Store, conform
@@ -101,8 +102,9 @@ class CommitStats:
 class Committer:
     """Commits one campaign's staged rows (see the module docstring). Driver-side only."""
 
-    def __init__(self, store: Store, plan: Plan):
+    def __init__(self, store: Store, plan: Plan, *, lease: Lease | None = None):
         self.store, self.plan, self.campaign = store, plan, plan.campaign
+        self.lease = lease  # checked before every commit: a driver whose lease was taken over stops
         self.app_id = app_id(plan.campaign)
         self.log = CommitLog.load(store, plan.campaign)
         self.markers: dict[str, UnitMarker] = {uid: UnitMarker(uid) for uid in plan.units}
@@ -154,6 +156,8 @@ class Committer:
             batch = self._next_batch()
             if batch is None:
                 return None
+            if self.lease is not None:
+                self.lease.check()  # never two committers (LeaseLost ends the run)
             self.store.put_json(paths.pending_batch(self.campaign), asdict(batch))
             faults.kill_point("commit:intent")  # test hook: intent written, no table committed
             self._apply(batch)
@@ -190,6 +194,8 @@ class Committer:
             name = posixpath.basename(path)
             if name.startswith(TMP_PREFIX) and name.endswith(("-pending.json.part", "-committed.json.part")):
                 self.store.delete(path)
+        if self.lease is not None:
+            self.lease.check()
         data = self.store.get_json(paths.pending_batch(self.campaign))
         if not isinstance(data, dict):
             return

@@ -33,6 +33,7 @@ from ray import tune
 
 from orchestrator import faults, paths, tables
 from orchestrator.committer import COMMIT_ORDER, Committer
+from orchestrator.lease import Lease, acquire
 from orchestrator.ledger import UnitMarker, now
 from orchestrator.plan import STAGES, Plan, Unit
 from orchestrator.progress import Progress, ProgressCallback
@@ -198,20 +199,32 @@ def run_plan(
     max_concurrent: int | None = None,
     progress_stream=None,
     layout: str = "auto",
+    lease: Lease | None = None,
 ) -> RunSummary:
     """Run every unfinished unit of ``plan`` and write the trials rows.
 
     ``layout``: "auto" (families when there are >= 2 x slots of them, else staged),
     "families", "staged", or "units" (staged, one unit per trial: the pre-bundling
     behaviour, kept for benchmarks).
+
+    ``lease``: the campaign's lease (``orchestrator/lease.py``) the caller holds; without one,
+    it is taken here (``LeaseHeld`` if another driver runs the campaign) and released at the end.
     """
     if layout not in ("auto", "families", "staged", "units"):
         raise ValueError(f"layout: expected auto, families, staged or units, got {layout!r}")
     t0 = time.perf_counter()
     res = campaign.spec.resources
     tables.check_writable(store)  # before Ray starts: a per-file store is refused, not hidden
+    own_lease = lease is None
+    if own_lease:
+        lease = acquire(store, plan.campaign)
     _quiet()
-    started = connect(address)
+    try:
+        started = connect(address)
+    except BaseException:
+        if own_lease:
+            lease.release()
+        raise
     summary = RunSummary(campaign=plan.campaign)
     try:
         cpus = ray.cluster_resources().get("CPU", 1.0)
@@ -219,7 +232,7 @@ def run_plan(
         if max_concurrent:
             summary.slots = min(summary.slots, max_concurrent)
         all_units = list(plan.units.values())
-        committer = Committer(store, plan)  # first re-applies a batch a killed driver left half committed
+        committer = Committer(store, plan, lease=lease)  # first re-applies a batch a killed driver left half committed
         before = dict(committer.refresh(full=True))
         unfinished = [u for u in all_units if not before[u.unit_id].finished]
         fams = families(unfinished)
@@ -272,6 +285,8 @@ def run_plan(
     finally:
         if started:
             ray.shutdown()
+        if own_lease:
+            lease.release()
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -404,10 +419,16 @@ class _CommitCallback(tune.Callback):
     """Commits staged rows from the driver while Tune runs (at most every few seconds)."""
 
     def __init__(self, committer: Committer):
-        self.committer = committer
+        self.committer: Committer | None = committer
+
+    def __getstate__(self) -> dict:
+        # Tune pickles callbacks with its experiment state; the committer (its lease's heartbeat
+        # thread) is not picklable, and a restored copy must never commit.
+        return {"committer": None}
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
-        self.committer.maybe_commit()
+        if self.committer is not None:
+            self.committer.maybe_commit()
 
 
 def _out_of_memory(err: BaseException) -> BaseException | None:

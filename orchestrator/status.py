@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from orchestrator import paths, schema, tables
+from orchestrator.lease import pid_alive, proc_start
 from orchestrator.ledger import UnitMarker
 from orchestrator.store import TMP_PREFIX, BadFile, Store, StoreError
 
@@ -32,24 +33,13 @@ CELL_STATES = ("done", "failed", "diverged", "pending")
 MAX_LISTED = 10  # failed / diverged / interrupted entries shown per campaign (status stays short)
 
 
-def _proc_start(pid: int) -> str | None:
-    """Start time of process ``pid`` in clock ticks since boot (Linux), so a recycled pid is
-    not mistaken for the driver; None where /proc is not available."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command name may contain spaces
-
-
 def driver_started(store: Store, campaign: str) -> dict:
     """Record this process as the campaign's driver; returns the record for ``driver_finished``."""
     record = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "run_id": uuid.uuid4().hex[:12],
-        "proc_start": _proc_start(os.getpid()),
+        "proc_start": proc_start(os.getpid()),
         "started_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     store.put_json(paths.driver(campaign), record)
@@ -74,15 +64,7 @@ def driver_alive(record: dict | None) -> bool | None:
         return False
     if record.get("host") != socket.gethostname():
         return None
-    pid = int(record.get("pid", -1))
-    try:
-        os.kill(pid, 0)  # signal 0: existence check only
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    recorded, now = record.get("proc_start"), _proc_start(pid)
-    return not (recorded and now and recorded != now)
+    return pid_alive(int(record.get("pid", -1)), record.get("proc_start"))
 
 
 def plan_index(plan_json: dict) -> dict:

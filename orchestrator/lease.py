@@ -1,0 +1,237 @@
+"""One driver per campaign: the lease (``paths.lease``).
+
+``lth run`` takes the campaign's lease before it writes anything a driver owns (its driver
+record, markers, commits) and keeps it until it ends, renewing a heartbeat every
+``HEARTBEAT_S``. A second ``lth run`` of the same campaign on the same store refuses,
+naming the holder's host, pid and since when; so the compute never doubles and the driver
+is the only committer (``orchestrator/committer.py`` checks the lease before every commit
+and stops if it was taken over).
+
+A dead driver's lease is taken over by the next ``lth run``: at once when the holder ran on
+this host and its process is gone (pid and process start time, so a recycled pid does not
+count as alive); after ``STALE_AFTER_S`` without a heartbeat when it ran on another host
+(``LTH_LEASE_STALE_S`` overrides it).
+
+Mutual exclusion: on a local or NFS store the lease file is published with ``link(2)``,
+which fails if the file exists, and a dead holder's file is first renamed away (only one
+taker's rename succeeds); two drivers starting at the same moment cannot both win. An object
+store (S3) has no such primitive in pyarrow: there the driver writes its lease, waits
+``SETTLE_S`` and reads it back, and holds it only if it still names this driver (the last
+writer wins; a driver that lost the race refuses).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+import pyarrow.fs as pafs
+
+from orchestrator import paths
+from orchestrator.store import Store, StoreError
+
+HEARTBEAT_S = 10.0
+STALE_AFTER_S = 120.0  # a holder on another host is dead after this long without a heartbeat
+SETTLE_S = 1.0  # object stores: wait before reading the lease back
+
+
+class LeaseHeld(RuntimeError):
+    """Another live driver holds the campaign."""
+
+
+class LeaseLost(RuntimeError):
+    """This driver's lease was taken over (it was thought dead): it must stop committing."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def proc_start(pid: int) -> str | None:
+    """Start time of process ``pid`` in clock ticks since boot (Linux /proc), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command name may contain spaces
+
+
+def pid_alive(pid: int, started: str | None) -> bool:
+    """Process ``pid`` of this host exists and (when known) started at ``started``."""
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    now = proc_start(pid)
+    return not (started and now and started != now)
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    host: str
+    pid: int
+    run_id: str
+    since: str  # ISO time (UTC) the lease was taken
+    heartbeat: str  # ISO time (UTC) of the last renewal
+    proc_start: str | None = None
+
+    @classmethod
+    def mine(cls) -> LeaseRecord:
+        t = _now().isoformat()
+        return cls(socket.gethostname(), os.getpid(), uuid.uuid4().hex[:12], t, t, proc_start(os.getpid()))
+
+    @classmethod
+    def from_json(cls, data: object) -> LeaseRecord | None:
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(str(data["host"]), int(data["pid"]), str(data["run_id"]), str(data["since"]),
+                       str(data["heartbeat"]), data.get("proc_start"))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def age(self) -> float:
+        """Seconds since the last heartbeat."""
+        return (_now() - dt.datetime.fromisoformat(self.heartbeat)).total_seconds()
+
+    def alive(self, stale_after: float) -> bool:
+        if self.host == socket.gethostname():
+            return pid_alive(self.pid, self.proc_start)
+        return self.age() < stale_after
+
+    def describe(self) -> str:
+        return (f"host {self.host}, pid {self.pid}, since {self.since[:19]} UTC "
+                f"(last heartbeat {self.age():.0f} s ago, run {self.run_id})")
+
+
+def stale_after() -> float:
+    value = os.environ.get("LTH_LEASE_STALE_S")
+    if value is None:
+        return STALE_AFTER_S
+    try:
+        return float(value)
+    except ValueError:
+        raise StoreError(f"LTH_LEASE_STALE_S: expected a number of seconds, got {value!r}") from None
+
+
+def read(store: Store, campaign: str) -> LeaseRecord | None:
+    """The campaign's lease as stored (None: none, or unreadable)."""
+    try:
+        return LeaseRecord.from_json(store.get_json(paths.lease(campaign)))
+    except StoreError:
+        return None
+
+
+class Lease:
+    """A held lease; renews its heartbeat from a daemon thread until ``release``."""
+
+    def __init__(self, store: Store, campaign: str, record: LeaseRecord):
+        self.store, self.campaign, self.record = store, campaign, record
+        self.lost: str | None = None  # why the heartbeat found the lease gone
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{campaign}", daemon=True)
+        self._thread.start()
+
+    def check(self) -> None:
+        """Raise ``LeaseLost`` unless the stored lease is still this driver's."""
+        current = read(self.store, self.campaign)
+        if current is None or current.run_id != self.record.run_id:
+            who = current.describe() if current else "nobody (the lease file is gone)"
+            raise LeaseLost(f"campaign {self.campaign!r}: this driver's lease was taken over by {who}; "
+                            "stopping before the next commit")
+
+    def renew(self) -> None:
+        self.check()
+        self.record = LeaseRecord(**{**asdict(self.record), "heartbeat": _now().isoformat()})
+        self.store.put_json(paths.lease(self.campaign), asdict(self.record))
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self.renew()
+            except LeaseLost as e:
+                self.lost = str(e)
+                return
+            except OSError:  # a store hiccup: the next beat tries again (stale only after STALE_AFTER_S)
+                continue
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the lease if it is still ours."""
+        self._stop.set()
+        self._thread.join()
+        current = read(self.store, self.campaign)
+        if current is not None and current.run_id == self.record.run_id:
+            self.store.delete(paths.lease(self.campaign))
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def acquire(store: Store, campaign: str) -> Lease:
+    """Take the campaign's lease, or raise ``LeaseHeld`` naming the live holder."""
+    limit = stale_after()
+    for _ in range(5):  # a few rounds of losing a race to a taker that then died are enough
+        current = read(store, campaign)
+        if current is not None and current.alive(limit):
+            raise LeaseHeld(
+                f"campaign {campaign!r} in {store.uri} is being run by another driver: {current.describe()}. "
+                f"Wait for it to finish (`lth status` shows its progress); a driver that died is taken over "
+                f"by the next `lth run`: at once on its own host, after {limit:.0f} s without a heartbeat "
+                "from another host (LTH_LEASE_STALE_S)")
+        mine = LeaseRecord.mine()
+        if _publish(store, campaign, mine, current):
+            return Lease(store, campaign, mine)
+    raise LeaseHeld(f"campaign {campaign!r}: could not take the lease (other drivers kept taking it)")
+
+
+def _publish(store: Store, campaign: str, mine: LeaseRecord, dead: LeaseRecord | None) -> bool:
+    """Write ``mine`` as the lease unless another driver got there first; True if held."""
+    data = json.dumps(asdict(mine), sort_keys=True, indent=1).encode()
+    if isinstance(store.fs, pafs.LocalFileSystem):
+        final = store.full(paths.lease(campaign))
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        if dead is not None:  # move the dead holder's file away: only one taker's rename succeeds
+            grave = f"{final}.dead-{mine.run_id}"
+            try:
+                os.rename(final, grave)
+            except FileNotFoundError:
+                return False  # another taker moved it first
+            try:
+                with open(grave, "rb") as f:
+                    moved = LeaseRecord.from_json(json.loads(f.read()))
+            except ValueError:
+                moved = None
+            if moved is None or moved.run_id != dead.run_id:  # a taker's live lease, not the dead one
+                try:
+                    os.link(grave, final)  # put it back
+                except FileExistsError:
+                    pass
+                os.unlink(grave)
+                return False
+            os.unlink(grave)
+        tmp = f"{final}.new-{mine.run_id}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        try:
+            os.link(tmp, final)  # fails if the file exists: exclusive, and published whole
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+    store.put_bytes(paths.lease(campaign), data)
+    time.sleep(SETTLE_S)
+    back = read(store, campaign)
+    return back is not None and back.run_id == mine.run_id
