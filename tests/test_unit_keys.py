@@ -151,3 +151,60 @@ def test_the_reset_changes_only_the_branch():
     assert len(set(branches)) == len(branches) == 4
     assert [plan.units[b].reset for b in branches] == ["reinit", "finetune", "lr_rewind", "rewind@5"]
     assert plan.units[units[0][0]].rewind_iterations == (5,)  # the shared dense run keeps iteration 5
+
+
+def test_units_carry_their_stage_settings_and_dependencies():
+    iters = dataclasses.replace(BASE, train=dataclasses.replace(BASE.train, epochs=None, iterations=40))
+    driver_k = dataclasses.replace(iters, prune=dataclasses.replace(iters.prune, mask_driver="rewind@7"))
+    cells = [_cell(BASE, "rewind"), _cell(BASE, "reinit"), _cell(driver_k, "finetune"), _cell(driver_k, "rewind@7")]
+    plan = _plan(*cells)
+    assert plan.campaign == "keys"
+    assert [u.stage for u in plan.units.values()] == sorted((u.stage for u in plan.units.values()),
+                                                            key=("dense", "trajectory", "branch").index)
+    for d in plan.stage("dense"):
+        assert d.reset == "dense" and d.setup.prune == PruneConfig() and d.depends == ()
+        assert d.unit_id.startswith("d-")
+    (d_epochs,) = [d for d in plan.stage("dense") if d.setup.train.epochs == 2]
+    (d_iters,) = [d for d in plan.stage("dense") if d.setup.train.iterations == 40]
+    assert d_epochs.rewind_iterations == () and d_iters.rewind_iterations == (7,)  # the rewind@7 driver's snapshot
+    for t in plan.stage("trajectory"):
+        dense = d_iters if t.setup.train.iterations else d_epochs
+        assert t.depends == (dense.unit_id,) and t.reset == t.setup.prune.mask_driver and t.unit_id.startswith("t-")
+    for b in plan.stage("branch"):
+        assert b.unit_id.startswith("b-") and b.unit_id in plan.units
+        assert plan.units[b.depends[1]].stage == "trajectory" and plan.units[b.depends[0]].stage == "dense"
+    assert sorted(b.reset for b in plan.stage("branch")) == ["finetune", "reinit"]
+    # a reset with '@' that is not rewind@k asks the dense run for nothing
+    other = dataclasses.replace(BASE, prune=dataclasses.replace(BASE.prune, mask_driver="finetune"))
+    assert _plan(_cell(other, "lr_rewind")).stage("dense")[0].rewind_iterations == ()
+    # the summary counts epochs and iterations of each unit's trainings, planned vs one run per cell
+    s = plan.summary()
+    levels = BASE.prune.levels
+    assert s.units == {"dense": 2, "trajectory": 2, "branch": 2}
+    assert s.trainings_planned == 2 + 4 * levels and s.trainings_naive == 4 * (1 + levels)
+    assert (s.epochs_planned, s.epochs_naive) == (2 * (1 + 2 * levels), 2 * 2 * (1 + levels))
+    assert (s.iterations_planned, s.iterations_naive) == (40 * (1 + 2 * levels), 40 * 2 * (1 + levels))
+    lines = s.lines()
+    assert lines[1] == "units: 6 (dense 2, trajectory 2, branch 2)"
+    assert lines[2] == f"trainings: {s.trainings_planned} planned vs {s.trainings_naive} naive " \
+                       f"({s.trainings_naive / s.trainings_planned:.2f}x fewer)"
+    assert lines[3].startswith(f"epochs: {s.epochs_planned} planned vs {s.epochs_naive} naive (")
+    assert lines[4] == (f"iterations: {s.iterations_planned} planned vs {s.iterations_naive} naive "
+                        f"({s.iterations_naive / s.iterations_planned:.2f}x fewer)")
+
+
+def test_plan_json_names_every_unit_and_cell():
+    import json
+
+    cells = [_cell(BASE, "rewind"), _cell(BASE, "reinit")]
+    plan = _plan(*cells)
+    data = json.loads(json.dumps(plan.to_json()))
+    assert data["campaign"] == "keys"
+    assert data["cells"] == {c.trial_id: {"axes": c.axes, "units": list(plan.cell_units[c.trial_id])} for c in cells}
+    assert list(data["units"]) == list(plan.units)
+    for uid, u in plan.units.items():
+        j = data["units"][uid]
+        assert (j["stage"], j["reset"], j["depends"], j["serves"], j["mask_serves"], j["rewind_iterations"]) == (
+            u.stage, u.reset, list(u.depends), list(u.serves), list(u.mask_serves), list(u.rewind_iterations))
+        assert j["setup"]["train"]["lr"] == u.setup.train.lr and j["setup"]["seed"] == u.setup.seed
+        assert j["setup"]["prune"] == json.loads(json.dumps(dataclasses.asdict(u.setup.prune)))
