@@ -9,6 +9,7 @@ divergence detection, and the CUDA-only speed-ups (AMP, channels-last).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -17,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainers.checkpoint import Checkpointer, TrainingCheckpoint, rng_state, set_rng_state, to_cpu
 from trainers.config import TrainConfig
 from trainers.datasets import DataSplits, Split, augment_cifar, batches
 from trainers.device import is_cuda
+from trainers.preemption import Preempted
 from trainers.records import DENSE, EpochMetrics, LevelSummary, RecordCallback
 
 StateDict = dict[str, Tensor]
@@ -176,7 +179,8 @@ def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
 def train(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, device: torch.device | str, seed: int,
           level: int = 0, reset: str = DENSE, density: float = 1.0, on_record: RecordCallback | None = None,
           mask: dict[str, Tensor] | None = None, start_iteration: int = 0,
-          snapshot_iterations: tuple[int, ...] | list[int] = (), lr_override: float | None = None) -> TrainResult:
+          snapshot_iterations: tuple[int, ...] | list[int] = (), lr_override: float | None = None,
+          checkpointer: Checkpointer | None = None, resume: TrainingCheckpoint | None = None) -> TrainResult:
     """Train ``model`` in place on ``data`` and return its final weights and summary.
 
     - Budget: ``cfg.epochs`` or ``cfg.iterations``; ``start_iteration=k`` skips the first k steps
@@ -187,6 +191,12 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, device: torch
       (and after a final partial epoch), then one ``LevelSummary``, all through ``on_record``.
     - ``snapshot_iterations``: CPU copies of the state_dict after that many steps (0 = initial).
     - A non-finite training loss stops the run: status "diverged" with a reason, never raised.
+    - ``checkpointer`` (trainers.checkpoint): saves a ``TrainingCheckpoint`` when one is due, at
+      the end of a batch or of an epoch (never after the last epoch: the run is then finished);
+      on a preemption request it saves at the end of the current batch and raises ``Preempted``.
+    - ``resume``: a checkpoint of this same run (same arguments; refused otherwise) to continue
+      from. The records it holds are emitted again first, so ``on_record`` sees exactly the
+      records of an uninterrupted run, and weights, records and summary equal that run's.
     """
     t0 = time.perf_counter()
     device = torch.device(device)
@@ -199,6 +209,10 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, device: torch
     if not 0 <= start_iteration < total:
         raise ValueError(f"train: start_iteration must be in [0, {total}), got {start_iteration}")
     base_lr = cfg.lr if lr_override is None else lr_override
+    run_id = _run_identity(cfg, seed=seed, level=level, reset=reset, density=density, start_iteration=start_iteration,
+                           base_lr=base_lr, n_train=n_train, mask=mask, snapshot_iterations=snapshot_iterations)
+    if resume is not None:
+        resume.check_run(run_id)
 
     cuda = is_cuda(device)
     channels_last = cuda and len(data.input_shape) == 3
@@ -221,11 +235,43 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, device: torch
         snapshots[start_iteration] = cpu_state(model)
 
     rows: list[_EvalRow] = []
+    emitted: list[EpochMetrics] = []  # what a checkpoint replays on resume
     reason: str | None = None
     it = start_iteration
     epoch = start_iteration // spe  # epochs completed before this run's first step
     lr = base_lr
     last_train_loss = float("nan")
+    partial = None  # (loss sum, correct, seen) of the epoch a mid-epoch checkpoint interrupted
+    aug_state = None
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        # Optimizer.load_state_dict may keep the given tensors as its state: clone, so stepping
+        # never alters the checkpoint object (a caller may resume from it twice).
+        optimizer.load_state_dict(to_cpu(resume.optimizer))
+        if resume.scaler:
+            scaler.load_state_dict(resume.scaler)
+        set_rng_state(resume.rng)
+        it, epoch, lr, partial, aug_state = resume.iteration, resume.epoch, resume.lr, resume.partial, resume.aug_rng
+        rows = [_EvalRow(**r) for r in resume.rows]
+        snapshots = dict(resume.snapshots)
+        t0 -= resume.seconds
+        for record in resume.records:
+            emitted.append(record)
+            emit(record)
+        if rows:
+            last_train_loss = rows[-1].train_loss
+
+    def capture(mid_epoch: bool) -> TrainingCheckpoint:
+        return TrainingCheckpoint(
+            run=run_id, iteration=it, epoch=epoch, model=cpu_state(model), optimizer=to_cpu(optimizer.state_dict()),
+            scaler=to_cpu(scaler.state_dict()) if scaler.is_enabled() else {}, rng=rng_state(),
+            aug_rng=aug_gen.get_state() if mid_epoch else None,
+            partial=(to_cpu(loss_sum), to_cpu(correct), seen) if mid_epoch else None,
+            rows=[dataclasses.asdict(r) for r in rows], records=list(emitted), snapshots=dict(snapshots),
+            lr=lr, seconds=time.perf_counter() - t0)
+
+    if checkpointer is not None:
+        checkpointer.start(epoch)
     while it < total and reason is None:
         skip = it - epoch * spe  # batches of this epoch already done (only when resuming mid-epoch)
         gen = _epoch_generator(seed, epoch, 0)
@@ -234,6 +280,11 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, device: torch
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.float64)
         seen = 0
+        if partial is not None:  # resuming inside this epoch: its sums and augmentation draws so far
+            loss_sum, correct = partial[0].to(device, copy=True), partial[1].to(device, copy=True)
+            seen = partial[2]
+            aug_gen.set_state(aug_state)
+            partial = aug_state = None
         for b, (x, y) in enumerate(batches(data.train, cfg.batch_size, gen)):
             if b < skip:
                 continue
@@ -264,6 +315,11 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, device: torch
             seen += len(y)
             if it in snaps:
                 snapshots[it] = cpu_state(model)
+            # The epoch's last batch defers to the epoch-end checkpoint (taken after its evaluation).
+            if checkpointer is not None and b < spe - 1 and it < total and checkpointer.due_in_epoch():
+                checkpointer.write(lambda: capture(mid_epoch=True))
+                if checkpointer.preempted:
+                    raise Preempted(it)
         epoch += 1
         if reason is None and not math.isfinite(loss_sum.item()):
             reason = f"non-finite training loss in epoch {epoch} (by iteration {it})"
@@ -275,14 +331,21 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, device: torch
         val = (evaluate(model, data.val, cfg.eval_batch_size, amp(), channels_last, data.task)
                if len(data.val) else None)
         common = dict(level=level, reset=reset, density=density, epoch=epoch, iteration=it, lr=lr)
-        emit(EpochMetrics(split="train", loss=last_train_loss, accuracy=train_acc, **common))
+        epoch_records = [EpochMetrics(split="train", loss=last_train_loss, accuracy=train_acc, **common)]
         if val is not None:
-            emit(EpochMetrics(split="val", loss=val[0], accuracy=val[1], **common))
-        emit(EpochMetrics(split="test", loss=test_loss, accuracy=test_acc, **common))
+            epoch_records.append(EpochMetrics(split="val", loss=val[0], accuracy=val[1], **common))
+        epoch_records.append(EpochMetrics(split="test", loss=test_loss, accuracy=test_acc, **common))
+        for record in epoch_records:
+            emitted.append(record)
+            emit(record)
         if not math.isfinite(test_loss):
             reason = f"non-finite test loss after epoch {epoch} (iteration {it})"
         rows.append(_EvalRow(epoch, it, last_train_loss, test_loss, test_acc,
                              val[0] if val else None, val[1] if val else None))
+        if checkpointer is not None and reason is None and it < total and checkpointer.due_after_epoch(epoch):
+            checkpointer.write(lambda: capture(mid_epoch=False))
+            if checkpointer.preempted:
+                raise Preempted(it)
 
     summary = _summarize(rows, level=level, reset=reset, density=density, reason=reason,
                          iterations=it, seconds=time.perf_counter() - t0, epochs=len(rows), task=data.task)
@@ -290,6 +353,16 @@ def train(model: nn.Module, data: DataSplits, cfg: TrainConfig, *, device: torch
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     return TrainResult(weights=cpu_state(model), summary=summary, snapshots=snapshots, diverged=reason is not None)
+
+
+def _run_identity(cfg: TrainConfig, *, seed: int, level: int, reset: str, density: float, start_iteration: int,
+                  base_lr: float, n_train: int, mask: dict[str, Tensor] | None,
+                  snapshot_iterations: tuple[int, ...] | list[int]) -> dict:
+    """What a checkpoint must match to be resumed by this call (plain values: it is saved with it)."""
+    return {"train": repr(cfg), "seed": seed, "level": level, "reset": reset, "density": density,
+            "start_iteration": start_iteration, "base_lr": base_lr, "n_train": n_train,
+            "masked": sorted(mask or {}), "kept": sum(int(m.sum()) for m in (mask or {}).values()),
+            "snapshot_iterations": sorted(int(k) for k in snapshot_iterations)}
 
 
 def _summarize(rows: list[_EvalRow], *, level: int, reset: str, density: float, reason: str | None,
