@@ -29,6 +29,23 @@ def figure_cache(tmp_path_factory):
         os.environ["LTH_FIGURE_CACHE"] = old
 
 
+@pytest.fixture(scope="session")
+def cifar10_placeholders(tmp_path_factory):
+    """A CIFAR-10 root of empty files under the expected names, also in $LTH_TEST_CIFAR10_ROOT:
+    a campaign using it validates (validation checks the files are there) and its units fail
+    when they load the data (torchvision's md5 check). The way to make a unit raise at run time."""
+    from trainers.datasets import missing_files
+
+    root = tmp_path_factory.mktemp("cifar10-placeholders")
+    folder, files = missing_files("cifar10", str(root))
+    folder.mkdir(parents=True)
+    for f in files:
+        (folder / f).touch()
+    os.environ["LTH_TEST_CIFAR10_ROOT"] = str(root)
+    yield root
+    os.environ.pop("LTH_TEST_CIFAR10_ROOT", None)
+
+
 # CI runs property tests on a fixed set of examples (reproducible pass/fail); locally they
 # explore new random examples on every run.
 if os.environ.get("CI"):

@@ -1,6 +1,6 @@
 """The bundled execution path: 32 units through a real local Ray in the barrier-free
 ``families`` layout (whole families of units per Tune trial). One grid value makes every
-dense unit of its families raise, so the same run shows that a failing unit inside a bundle
+dense unit of its families raise (CIFAR-10 placeholder files: they validate, loading fails), so the same run shows that a failing unit inside a bundle
 is retried (FailureConfig), then marked failed with its reason, its dependents stay blocked,
 and every other unit's rows land exactly once. A rerun retries only the failed units."""
 
@@ -17,7 +17,7 @@ from orchestrator.store import Store
 
 CAMPAIGN = """
 name: scale_test
-data: {dataset: teacher_student, options: {n_train: 256, n_test: 64}}
+data: {dataset: digits}
 model: {arch: mlp}
 train: {lr: 0.05, epochs: 1, batch_size: 64, schedule: constant}
 prune: {rate: 0.5, levels: 1}
@@ -26,14 +26,16 @@ resets: [rewind, reinit, finetune]
 resources: {cpus_per_trial: 1}
 max_failures: 1
 grid:
-  model.options.widths: [[8], [0]]
+  data:
+  - {dataset: digits}
+  - {dataset: cifar10, root: $LTH_TEST_CIFAR10_ROOT}
 """
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def campaign(tmp_path_factory):
+def campaign(tmp_path_factory, cifar10_placeholders):
     spec = tmp_path_factory.mktemp("scale") / "c.yaml"
     spec.write_text(CAMPAIGN)
     c = load_campaign(spec)
@@ -48,7 +50,7 @@ def finished(local_ray, campaign, tmp_path_factory):
 
 
 def bad_units(plan) -> set[str]:
-    return {u.unit_id for u in plan.units.values() if u.setup.model.options.get("widths") == [0]}
+    return {u.unit_id for u in plan.units.values() if u.setup.data.dataset == "cifar10"}
 
 
 def test_bundles_cover_every_unit_once_in_dependency_order(campaign):
@@ -81,13 +83,13 @@ def test_rows_exactly_once_and_failures_recorded(campaign, finished):
         m = UnitMarker.load(store, plan.campaign, u.unit_id)
         if u.unit_id in bad and u.stage == "dense":
             # retried once by Tune (max_failures: 1), then marked failed with the unit's own error
-            assert m.status == "failed" and m.attempts == 2 and "widths" in m.reason, m
+            assert m.status == "failed" and m.attempts == 2 and "md5" in m.reason, m
         elif bad & {u.unit_id, *u.depends}:
             assert not m.exists  # blocked by its failed dense run: never started
         else:
             assert m.status == "done" and m.attempts == 1, m
 
-    good_cells = [c for c in plan.cells if c.axes["model.options.widths"] == [8]]
+    good_cells = [c for c in plan.cells if c.axes["data"]["dataset"] == "digits"]
     assert summary.cells == {"done": len(good_cells), "diverged": 0, "failed": len(plan.cells) - len(good_cells),
                              "pending": 0}
     levels = f"read_parquet('{store.root}/levels/*/*.parquet')"

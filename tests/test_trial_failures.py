@@ -1,7 +1,7 @@
 """Trials that fail in three different ways inside one real Ray-backed `lth run`:
 
-- *raises*: a hidden width of 0 passes the spec (model options are the model's business)
-  and the model builder raises ValueError in the trial;
+- *raises*: CIFAR-10 files that are present pass the spec (validation checks presence) but
+  are not the real batches, so loading them raises ValueError (md5) in the trial;
 - *exceeds its memory*: a hidden width of 10**12 asks the allocator for 256 TB (more than
   any address space, so it fails at once whatever the overcommit policy and hurts no one);
 - *diverges*: lr 1e6 makes the loss non-finite.
@@ -27,7 +27,7 @@ from orchestrator.store import Store
 MAX_FAILURES = 1
 CAMPAIGN = f"""
 name: failures
-data: {{dataset: digits}}
+data: {{dataset: digits, root: $LTH_TEST_CIFAR10_ROOT}}
 model: {{arch: mlp}}
 train: {{epochs: 1, batch_size: 128, schedule: constant}}
 prune: {{rate: 0.5, levels: 1}}
@@ -36,7 +36,8 @@ reset: rewind
 resources: {{cpus_per_trial: 1}}
 max_failures: {MAX_FAILURES}
 grid:
-  model.options.widths: [[16], [0], [1000000000000]]
+  dataset: [digits, cifar10]
+  model.options.widths: [[16], [1000000000000]]
   lr: [0.05, 1000000.0]
 """
 
@@ -44,7 +45,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, local_ray):
+def finished(tmp_path_factory, local_ray, cifar10_placeholders):
     root = tmp_path_factory.mktemp("failures")
     spec = root / "failures.yaml"
     spec.write_text(CAMPAIGN)
@@ -57,7 +58,7 @@ def finished(tmp_path_factory, local_ray):
 
 def kind(cell) -> str:
     width = cell.axes["model.options.widths"][0]
-    if width == 0:
+    if cell.axes["dataset"] == "cifar10":
         return "raises"
     if width > 10**9:
         return "memory"
@@ -75,7 +76,7 @@ def test_campaign_finishes_with_every_cell_recorded(finished):
     assert by_kind["healthy"][0]["reason"] is None
     assert [r["status"] for r in by_kind["diverges"]] == ["diverged"]
     for row in by_kind["raises"]:
-        assert row["status"] == "failed" and "ValueError" in row["reason"] and "widths" in row["reason"], row
+        assert row["status"] == "failed" and "ValueError" in row["reason"] and "md5" in row["reason"], row
         assert row["attempts"] == MAX_FAILURES + 1  # retried, but not forever
     for row in by_kind["memory"]:
         assert row["status"] == "failed" and "can't allocate memory" in row["reason"], row
