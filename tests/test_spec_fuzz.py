@@ -14,6 +14,7 @@ import math
 import os
 import tempfile
 
+import pytest
 import ray
 import yaml
 from click.testing import CliRunner
@@ -24,6 +25,8 @@ from orchestrator.cli import main
 from orchestrator.spec_yaml import MAX_NODES
 from trainers.datasets import DATASETS
 from trainers.models import MODELS
+
+pytestmark = pytest.mark.timeout(600)  # a hang guard only: an example takes ~10 ms in a warm process
 
 FUZZ_EXAMPLES = 400
 PROPERTY_EXAMPLES = 40
