@@ -9,6 +9,7 @@ The store's layout under its root (a local directory or an object-store URI)::
     _ledger/campaign=<name>/...                 the driver's commit log and lease (orchestrator/ledger.py)
     _campaigns/<name>/spec.yaml, spec.json, plan.json, plan-index.json, driver.json
     _artifacts/<unit>/<name>.pt                 dense weights, masks, per-level driver weights
+    _checkpoints/campaign=<name>/<unit>.ckpt    the unit's running training (trainers/checkpoint.py), removed when done
     _ray/                                       Ray Tune's experiment directories
 
 Paths are '/'-separated and relative to the store root; ``Store.full`` makes them absolute.
@@ -26,8 +27,9 @@ LEDGER = "_ledger"
 CAMPAIGNS = "_campaigns"
 ARTIFACTS = "_artifacts"
 RAY = "_ray"
+CHECKPOINTS = "_checkpoints"
 # Top-level entries that are not tables (a table name never starts with an underscore).
-RESERVED = (UNITS, STAGING, LEDGER, CAMPAIGNS, ARTIFACTS, RAY)
+RESERVED = (UNITS, STAGING, LEDGER, CAMPAIGNS, ARTIFACTS, RAY, CHECKPOINTS)
 
 
 def partition(campaign: str) -> str:
@@ -124,6 +126,15 @@ def artifacts_dir(unit_id: str | None = None) -> str:
 
 def artifact(unit_id: str, name: str) -> str:
     return f"{artifacts_dir(unit_id)}/{name}.pt"
+
+
+def checkpoints_dir(campaign: str) -> str:
+    return f"{CHECKPOINTS}/{partition(campaign)}"
+
+
+def checkpoint(campaign: str, unit_id: str) -> str:
+    """The checkpoint of the training a unit is running: any node continues it from here."""
+    return f"{checkpoints_dir(campaign)}/{unit_id}.ckpt"
 
 
 def ray_storage() -> str:

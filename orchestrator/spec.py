@@ -47,6 +47,7 @@ from orchestrator.ids import canonical_json, stable_hash
 from orchestrator.spec_errors import SETTINGS_CONFIG, SpecError, messages, renamed
 from orchestrator.spec_yaml import decode, load_yaml
 from trainers.config import (
+    CheckpointConfig,
     DataConfig,
     ModelConfig,
     NonNegativeInt,
@@ -120,6 +121,7 @@ class CampaignSpec(BaseModel):
     resets: list[str] | None = None
     resources: Resources = Field(default_factory=Resources)
     max_failures: NonNegativeInt = 1
+    checkpoint: CheckpointConfig = CheckpointConfig()  # operational: not in spec_record (a rerun may change it)
     max_cells: PositiveInt = DEFAULT_MAX_CELLS  # a safety limit, not a setting: not in spec_record
     grid: dict[str, list[Any]] = Field(default_factory=dict)
 
@@ -165,8 +167,9 @@ class Campaign:
 
 def spec_record(campaign: Campaign) -> dict:
     """The spec as a store keeps it (``_campaigns/<name>/spec.json``): a rerun resumes only if
-    this is unchanged, so its form is kept stable (max_cells, a safety limit, is left out)."""
-    return json.loads(canonical_json(campaign.spec.model_dump(exclude={"max_cells"})))
+    this is unchanged, so its form is kept stable (max_cells, a safety limit, and checkpoint, how
+    often trainings checkpoint, are left out)."""
+    return json.loads(canonical_json(campaign.spec.model_dump(exclude={"max_cells", "checkpoint"})))
 
 
 # ---------------------------------------------------------------------------- loading

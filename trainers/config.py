@@ -71,6 +71,16 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    """When a training checkpoints (trainers/checkpoint.py): every ``every_epochs`` epochs or
+    ``every_minutes`` minutes, whichever comes first (None turns a trigger off). Not part of any
+    run's identity: changing it never changes a result, only how much a kill can lose."""
+
+    every_epochs: PositiveInt | None = None
+    every_minutes: PositiveFloat | None = 10.0
+
+
+@dataclass(frozen=True)
 class RunSetup:
     """Everything that determines one trajectory, bar the reset modes."""
 
