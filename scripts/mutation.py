@@ -44,7 +44,7 @@ class Mutant:
     name: str
     file: str
     edits: tuple[tuple[str, str], ...]  # (old text, exactly once in the file; new text)
-    tests: tuple[str, ...]  # related test files (or file::test ids), run in this order
+    tests: tuple[str, ...]  # related test files (or file::test ids), oldest first; run newest first
     what: str
     extra: tuple[str, ...] = field(default=())  # extra pytest arguments (e.g. -k)
 
@@ -309,6 +309,58 @@ def _clean_args(root: Path, test: str, extra: tuple[str, ...], timeout: int) -> 
     return None
 
 
+# mutmut 3 (every operator of every line) where the related tests take seconds: module -> tests.
+MUTMUT_TARGETS: dict[str, tuple[str, ...]] = {
+    "orchestrator/plan.py": ("tests/test_plan.py", "tests/test_unit_keys.py",
+                             "tests/test_bad_specs.py::test_committed_campaign_ids_unchanged"),
+    "analysis/tables.py": ("tests/test_science_tables.py", "tests/test_report_fast.py"),
+    "trainers/stats.py": ("tests/test_stats.py",),
+    "trainers/resets.py": ("tests/test_science_resets.py", "tests/test_trajectory.py"),
+}
+
+
+def run_mutmut(rev: str, modules: list[str], keep: bool) -> int:
+    """``mutmut run`` over each module in its own temp copy (mutmut writes ``mutants/`` next to the
+    sources); prints killed / survived / no tests per module and the survivors' names."""
+    mutmut = Path(sys.executable).with_name("mutmut")
+    for module in modules:
+        tests = MUTMUT_TARGETS[module]
+        tmp = Path(tempfile.mkdtemp(prefix="lth-mutmut-"))
+        try:
+            _export(rev, tmp)
+            package = module.split("/")[0]
+            others = sorted({"trainers", "orchestrator", "analysis", "scripts", "campaigns"} - {package})
+            (tmp / "setup.cfg").write_text(
+                "[mutmut]\nsource_paths=\n    " + package + "/\nonly_mutate=\n    " + module
+                + "\npytest_add_cli_args_test_selection=\n" + "".join(f"    {t}\n" for t in tests)
+                + "also_copy=\n" + "".join(f"    {o}/\n" for o in others))
+            t0 = time.perf_counter()
+            env = dict(os.environ, CI="1")
+            subprocess.run([str(mutmut), "run", "--max-children", "1"], cwd=tmp, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            out = subprocess.run([str(mutmut), "results", "--all", "true"], cwd=tmp, env=env,
+                                 capture_output=True, text=True).stdout
+            status: dict[str, list[str]] = {}
+            for line in out.splitlines():
+                name, _, st = line.strip().rpartition(": ")
+                if name:
+                    status.setdefault(st, []).append(name)
+            killed = len(status.get("killed", []))
+            total = sum(len(v) for v in status.values())
+            print(f"{module}: {killed}/{total} killed ({100 * killed / max(total, 1):.0f}%) in "
+                  f"{time.perf_counter() - t0:.0f}s; " + ", ".join(f"{k} {len(v)}" for k, v in sorted(status.items())))
+            for st, names in sorted(status.items()):
+                if st != "killed":
+                    for n in names:
+                        print(f"  {st}: {n}")
+            if keep:
+                print(f"  (copy kept: {tmp}; `mutmut show NAME` there)")
+        finally:
+            if not keep:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rev", default="HEAD", help="revision whose sources are mutated (default HEAD)")
@@ -317,7 +369,15 @@ def main() -> int:
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per pytest run")
     ap.add_argument("--keep", action="store_true", help="keep the temp copy")
+    ap.add_argument("--mutmut", default=None, metavar="MODULES",
+                    help=f"run mutmut 3 instead, over these comma-separated modules ('all': {', '.join(MUTMUT_TARGETS)})")
     args = ap.parse_args()
+    if args.mutmut:
+        modules = list(MUTMUT_TARGETS) if args.mutmut == "all" else args.mutmut.split(",")
+        unknown = [mo for mo in modules if mo not in MUTMUT_TARGETS]
+        if unknown:
+            ap.error(f"--mutmut: no fast tests mapped for {unknown}; known: {list(MUTMUT_TARGETS)}")
+        return run_mutmut(args.rev, modules, args.keep)
     if args.list:
         for mu in MUTANTS:
             print(f"{mu.name:32s} {mu.file:28s} {mu.what}")
@@ -356,7 +416,8 @@ def main() -> int:
             for old, new in mu.edits:
                 text = text.replace(old, new, 1)
             path.write_text(text)
-            tests = [a for t in mu.tests if clean[(t, mu.extra)] for a in clean[(t, mu.extra)]]
+            # Newest (most targeted, fastest) test files first: with -x a kill stops the run early.
+            tests = [a for t in reversed(mu.tests) if clean[(t, mu.extra)] for a in clean[(t, mu.extra)]]
             try:
                 if not tests:
                     verdict, secs, tail = "no tests", 0.0, ""
