@@ -40,6 +40,7 @@ from orchestrator.progress import Progress, ProgressCallback
 from orchestrator.spec import Campaign
 from orchestrator.store import Store
 from orchestrator.units import run_unit, runnable
+from trainers.config import CheckpointConfig
 
 GUIDED_DIVISOR = 2  # a bundle takes 1/(2 x slots) of the remaining work (see make_bundles)
 REPORT_EVERY_S = 2.0  # a bundle reports progress at most this often (each report is a driver round trip)
@@ -117,7 +118,8 @@ def _root(u: Unit) -> str:
     return u.depends[0] if u.depends else u.unit_id
 
 
-def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, store_uri: str, threads: int, cwd: str):
+def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, store_uri: str, threads: int, cwd: str,
+               checkpoint: CheckpointConfig | None = None):
     """A Tune function trainable running one bundle of units in order.
 
     A unit whose dependencies are not done (an upstream unit of the bundle failed) is
@@ -145,7 +147,7 @@ def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, stor
                 if not runnable(store, campaign, unit)[0]:
                     continue  # blocked: left for the driver to report
                 try:
-                    run_unit(store, campaign, unit, node=node, actor=actor)
+                    run_unit(store, campaign, unit, node=node, actor=actor, checkpoint=checkpoint)
                 except Exception as e:  # noqa: BLE001 - recorded in the unit's marker; retried via Tune
                     errors.append(f"{unit.unit_id}: {type(e).__name__}: {e}")
                     continue
@@ -378,6 +380,7 @@ class _Runner:
             store_uri=self.store.uri,
             threads=max(1, int(res.cpus_per_trial)),
             cwd=os.getcwd(),
+            checkpoint=spec.checkpoint,
         )
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}),

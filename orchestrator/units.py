@@ -5,7 +5,9 @@ Each unit reads its inputs from the store (artifacts of the units it depends on)
 dense run, ``<unit_id>-L<level>`` per level), so a retried or resumed unit overwrites its
 own files and never duplicates rows. Its marker (``ledger.UnitMarker``) is rewritten at the
 start ("running"), after every level (``levels_done``: where a killed unit resumes) and
-last with the final status, so "done" means every row is in.
+last with the final status, so "done" means every row is in. A training inside a unit
+checkpoints into the store (``orchestrator.checkpoints``) and a retried unit continues it
+there, on any node; the marker's ``extra["resumes"]`` records where each retry started.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from collections.abc import Callable
 from typing import Any
 
 from orchestrator import paths
+from orchestrator.checkpoints import UnitCheckpoints
 from orchestrator.ledger import UnitMarker, now
 from orchestrator.plan import Unit
 from orchestrator.store import Store
+from trainers.checkpoint import CheckpointSlot
+from trainers.config import CheckpointConfig
 from trainers.records import LevelSummary, MaskLayerStats, Record
 
 
@@ -37,10 +42,11 @@ def runnable(store: Store, campaign: str, unit: Unit) -> tuple[bool, str | None]
 
 
 def run_unit(store: Store, campaign: str, unit: Unit, *, node: str | None = None,
-             actor: str | None = None) -> UnitMarker:
+             actor: str | None = None, checkpoint: CheckpointConfig | None = None) -> UnitMarker:
     """Run one unit unless already finished; return its final marker. ``node`` / ``actor``: the
     Ray node and actor running it, kept in the marker (a unit whose actor Ray kills for want of
-    memory is found by its actor id, see ``execution``)."""
+    memory is found by its actor id, see ``execution``). ``checkpoint``: how often its trainings
+    checkpoint (the campaign's ``checkpoint`` block; its defaults when None)."""
     import torch
 
     from trainers.device import pick_device
@@ -68,19 +74,25 @@ def run_unit(store: Store, campaign: str, unit: Unit, *, node: str | None = None
     )
     marker.save(store, campaign)
     t0 = time.perf_counter()
+    ckpts = UnitCheckpoints(store, campaign, marker, checkpoint or CheckpointConfig())
 
     def level_done(level: int) -> None:
         marker.levels_done = level
         marker.seconds = round(old.seconds + time.perf_counter() - t0, 3)
         marker.save(store, campaign)
 
+    def level_written(level: int) -> None:  # the level's rows are staged: its checkpoint is spent
+        level_done(level)
+        ckpts.clear()
+
     try:
         body = {"dense": _run_dense, "trajectory": _run_trajectory, "branch": _run_branch}[unit.stage]
-        status, reason = body(store, campaign, unit, device, marker.levels_done, level_done)
+        status, reason = body(store, campaign, unit, device, marker.levels_done, level_written, ckpts.slot())
     except BaseException as e:
         marker.reason = f"{type(e).__name__}: {e}"
-        level_done(marker.levels_done)
+        level_done(marker.levels_done)  # the checkpoint stays: the retry continues from it
         raise
+    ckpts.clear()
     marker.status, marker.reason, marker.finished_at = status, reason, now()
     level_done(marker.levels_done)  # the final marker, written last
     return marker
@@ -113,11 +125,13 @@ def _cpu(w: dict) -> dict:
     return {k: v.detach().cpu() for k, v in w.items()}
 
 
-def _run_dense(store: Store, campaign: str, unit: Unit, device, levels_done: int, level_done: Callable) -> tuple:
+def _run_dense(store: Store, campaign: str, unit: Unit, device, levels_done: int, level_done: Callable,
+               checkpoints: CheckpointSlot) -> tuple:
     from trainers.trajectory import train_dense
 
     records: list[Record] = []
-    dense = train_dense(unit.setup, device=device, on_record=records.append, rewind_iterations=unit.rewind_iterations)
+    dense = train_dense(unit.setup, device=device, on_record=records.append, rewind_iterations=unit.rewind_iterations,
+                        checkpoints=checkpoints)
     _save_dense(store, unit.unit_id, dense)
     store.stage_records(campaign, unit.unit_id, unit.unit_id, unit.serves, records)
     level_done(0)
@@ -132,7 +146,8 @@ def _level_source(setup, traj_id: str, level: int, dense, store: Store) -> dict:
     return store.get_tensors(paths.artifact(traj_id, f"L{level - 1}"))["driver"]
 
 
-def _run_trajectory(store: Store, campaign: str, unit: Unit, device, levels_done: int, level_done: Callable) -> tuple:
+def _run_trajectory(store: Store, campaign: str, unit: Unit, device, levels_done: int, level_done: Callable,
+                    checkpoints: CheckpointSlot) -> tuple:
     """trainers.trajectory.run_trajectory with the driver reset only; after each level its
     mask + driver weights become an artifact (the resume point) and its rows are written:
     training rows to the driver's own cells, mask statistics to every cell of the trajectory."""
@@ -162,11 +177,13 @@ def _run_trajectory(store: Store, campaign: str, unit: Unit, device, levels_done
             outcome[:] = [status, reason]
 
     run_trajectory(unit.setup, [unit.reset], device=device, on_record=pending.append,
-                   dense=load_dense(store, unit.depends[0]), resume=resume, on_level_done=on_level)
+                   dense=load_dense(store, unit.depends[0]), resume=resume, on_level_done=on_level,
+                   checkpoints=checkpoints)
     return tuple(outcome)
 
 
-def _run_branch(store: Store, campaign: str, unit: Unit, device, levels_done: int, level_done: Callable) -> tuple:
+def _run_branch(store: Store, campaign: str, unit: Unit, device, levels_done: int, level_done: Callable,
+                checkpoints: CheckpointSlot) -> tuple:
     from trainers.trajectory import retrain
 
     setup, uid = unit.setup, unit.unit_id
@@ -179,7 +196,7 @@ def _run_branch(store: Store, campaign: str, unit: Unit, device, levels_done: in
         source = _level_source(setup, traj_id, level, dense, store)
         records: list[Record] = []
         retrain(setup, level=level, mask=mask, reset=unit.reset, dense=dense, source=source,
-                device=device, on_record=records.append)
+                device=device, on_record=records.append, checkpoints=checkpoints)
         store.stage_records(campaign, f"{uid}-L{level}", uid, unit.serves, records)
         level_done(level)
         status, reason = _status_of(records)

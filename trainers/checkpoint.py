@@ -202,6 +202,34 @@ class Checkpointer:
         return ckpt
 
 
+@dataclass
+class CheckpointSlot:
+    """Where a caller keeps the checkpoint of the training it is running (one slot holds one
+    training's latest checkpoint: a unit of the orchestrator has one). ``for_training`` gives
+    ``train`` its ``checkpointer`` and, when the slot holds a checkpoint of that same training
+    (level and reset), its ``resume``; ``on_resume`` hears of it (the orchestrator records the
+    resume point in the unit's marker)."""
+
+    save: Callable[[TrainingCheckpoint], None]
+    load: Callable[[], TrainingCheckpoint | None]
+    every_epochs: int | None = None
+    every_minutes: float | None = DEFAULT_EVERY_MINUTES
+    on_resume: Callable[[TrainingCheckpoint], None] | None = None
+
+    def for_training(self, level: int, reset: str) -> dict[str, Any]:
+        ckpt = self.load()
+        if ckpt is not None and (ckpt.run.get("level"), ckpt.run.get("reset")) != (level, reset):
+            ckpt = None  # another training's (an earlier level, killed before its removal): overwritten
+        if ckpt is not None and self.on_resume is not None:
+            self.on_resume(ckpt)
+        return {"checkpointer": Checkpointer(self.save, self.every_epochs, self.every_minutes), "resume": ckpt}
+
+
+def train_kwargs(slot: CheckpointSlot | None, level: int, reset: str) -> dict[str, Any]:
+    """``train`` keyword arguments for one training (none without a slot)."""
+    return slot.for_training(level, reset) if slot is not None else {}
+
+
 def file_sink(path: str | os.PathLike) -> Callable[[TrainingCheckpoint], None]:
     """A ``Checkpointer.save`` writing to a local file atomically (temporary file, fsync, rename)."""
     target = Path(path)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from trainers.checkpoint import CheckpointSlot, train_kwargs
 from trainers.config import RunSetup
 from trainers.datasets import DataSplits, load_data
 from trainers.masks import Mask, Weights, apply_mask, density, mask_weights
@@ -128,13 +129,15 @@ def _model(setup: RunSetup, input_shape, num_classes) -> PrunableModel:
 
 
 def train_dense(setup: RunSetup, *, device, on_record: RecordCallback | None = None,
-                rewind_iterations: Sequence[int] = ()) -> DenseState:
-    """Train the dense network (level 0, reset "dense"); keep copies at ``rewind_iterations``."""
+                rewind_iterations: Sequence[int] = (), checkpoints: CheckpointSlot | None = None) -> DenseState:
+    """Train the dense network (level 0, reset "dense"); keep copies at ``rewind_iterations``.
+    ``checkpoints``: where the training checkpoints and resumes from (trainers.checkpoint)."""
     data = _data(setup, device)
     model = _model(setup, data.input_shape, data.num_classes)
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
     res = train(model, data, setup.train, device=device, seed=setup.seed, level=0, reset=DENSE, density=1.0,
-                on_record=on_record, snapshot_iterations=tuple(k for k in rewind_iterations if k > 0))
+                on_record=on_record, snapshot_iterations=tuple(k for k in rewind_iterations if k > 0),
+                **train_kwargs(checkpoints, 0, DENSE))
     _lucky_rows(setup, data, model, init, res.weights, None, 0, DENSE, on_record)
     missing = [k for k in rewind_iterations if k > 0 and k not in res.snapshots]
     if missing and not res.diverged:
@@ -159,7 +162,7 @@ def level_masks(setup: RunSetup, dense: DenseState, level: int, source: Weights 
 
 
 def retrain(setup: RunSetup, *, level: int, mask: Mask, reset: str, dense: DenseState, source: Weights,
-            device, on_record: RecordCallback | None = None) -> BranchResult:
+            device, on_record: RecordCallback | None = None, checkpoints: CheckpointSlot | None = None) -> BranchResult:
     """Retrain the ``mask``ed network of ``level`` from the start ``reset`` prescribes (see
     trainers.resets); ``source`` is the trained weights the mask came from (finetune/lr_rewind)."""
     data = _data(setup, device)
@@ -175,7 +178,7 @@ def retrain(setup: RunSetup, *, level: int, mask: Mask, reset: str, dense: Dense
         cfg = dataclasses.replace(cfg, lr=start.lr_override, schedule="constant", warmup_iterations=0)
     res = train(model, data, cfg, device=device, seed=setup.seed, level=level, reset=reset,
                 density=density(mask, model.prunable()), on_record=on_record, mask=mask,
-                start_iteration=start.start_iteration)
+                start_iteration=start.start_iteration, **train_kwargs(checkpoints, level, reset))
     _lucky_rows(setup, data, model, start_weights, res.weights, mask, level, reset, on_record)
     return BranchResult(level, reset, res.weights, res.summary, res.diverged)
 
@@ -217,7 +220,8 @@ def mask_driver(setup: RunSetup, resets: Sequence[str]) -> str:
 
 def run_trajectory(setup: RunSetup, resets: Sequence[str], *, device, on_record: RecordCallback | None = None,
                    dense: DenseState | None = None, resume: TrajectoryState | None = None,
-                   on_level_done: Callable[[TrajectoryState], None] | None = None) -> TrajectoryResult:
+                   on_level_done: Callable[[TrajectoryState], None] | None = None,
+                   checkpoints: CheckpointSlot | None = None) -> TrajectoryResult:
     """Dense run (unless ``dense`` given) then levels 1..``prune.levels``, each reset retrained per
     level (the driver first). ``resume`` continues after ``resume.level``. Mask statistics are
     emitted once per level; iterative driver divergence stops the trajectory (``result.stopped``)."""
@@ -228,7 +232,8 @@ def run_trajectory(setup: RunSetup, resets: Sequence[str], *, device, on_record:
     runs = [driver] + [r for r in resets if r != driver]
     if dense is None:
         rewind_at = sorted({parse_reset(r).k for r in runs if parse_reset(r).k})
-        dense = train_dense(setup, device=device, on_record=on_record, rewind_iterations=rewind_at)
+        dense = train_dense(setup, device=device, on_record=on_record, rewind_iterations=rewind_at,
+                            checkpoints=checkpoints)
     emit = on_record or (lambda rec: None)
     result = TrajectoryResult(dense)
     model = _model(setup, dense.input_shape, dense.num_classes)
@@ -247,7 +252,7 @@ def run_trajectory(setup: RunSetup, resets: Sequence[str], *, device, on_record:
         driver_res = None
         for r in runs:
             br = retrain(setup, level=level, mask=mask, reset=r, dense=dense, source=stats_from,
-                         device=device, on_record=on_record)
+                         device=device, on_record=on_record, checkpoints=checkpoints)
             result.summaries.append(br.summary)
             if r == driver:
                 driver_res = br
