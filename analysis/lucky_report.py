@@ -28,7 +28,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from analysis.supermask_report import Section, _plt, _save, setting_of
+from analysis.supermask_report import Section, _plt, _save, setting_of, sort_settings
 from analysis.tables import markdown_table
 
 THRESHOLD = 0.9
@@ -95,12 +95,13 @@ def lucky_section(con: duckdb.DuckDBPyConnection, campaign: str, out: Path) -> S
             for _, w in hit.loc[hit.groupby("final_teacher")["final_corr"].idxmax()].iterrows():
                 win.append({"setting": setting, "layer": layer, "seed": seed, "pct": pct[w.name],
                             "same": w["init_teacher"] == w["final_teacher"]})
-    cov = pd.DataFrame(rows)
+    cov = sort_settings(pd.DataFrame(rows), "layer")
     sec.md += ["### Winner-take-all vs over-parameterisation (dense runs)", "", markdown_table(cov), ""]
     if win:
         w = pd.DataFrame(win).groupby(["setting", "layer"]).agg(
             winners=("pct", "size"), pct=("pct", "mean"), top10=("pct", lambda p: (p >= 0.9).mean()),
             same=("same", "mean")).reset_index()
+        w = sort_settings(w, "layer")
         w["winners' mean initial percentile"] = (100 * w.pop("pct")).round(1).astype(str) + "%"
         w["winners in the initial top 10%"] = (100 * w.pop("top10")).round(1).astype(str) + "%"
         w["initially closest to the teacher node they won"] = (100 * w.pop("same")).round(1).astype(str) + "%"
@@ -108,32 +109,53 @@ def lucky_section(con: duckdb.DuckDBPyConnection, campaign: str, out: Path) -> S
                    "For every covered teacher node, its winner (the student node best correlated with it after "
                    "training): the percentile of the winner's *initial* best correlation within its layer (50% and "
                    "10% are what luck-free winners would show).", "", markdown_table(w), ""]
-    sec.md += _kept_vs_pruned(nodes, dense)
+    kept_md, gaps = _kept_vs_pruned(nodes, dense)
+    sec.md += kept_md
+    if gaps is not None:
+        sec.files += _gap_figure(gaps, out / "lucky_kept_vs_pruned")
+        sec.md += ["![initial correlation of kept minus pruned nodes, IMP vs random](lucky_kept_vs_pruned.png)", ""]
     sec.md += _rewind_vs_reinit(nodes)
     sec.files += _coverage_figure(cov, out / "lucky_coverage")
     sec.md += ["![teacher nodes covered vs student width](lucky_coverage.png)", ""]
     return sec
 
 
-def _kept_vs_pruned(nodes: pd.DataFrame, dense: pd.DataFrame) -> list[str]:
+def _kept_vs_pruned(nodes: pd.DataFrame, dense: pd.DataFrame) -> tuple[list[str], pd.DataFrame | None]:
     pruned_runs = nodes[(nodes["level"] > 0) & (nodes["reset"] == "rewind")]
     if pruned_runs.empty:
-        return []
+        return [], None
     theta0 = dense.set_index(["setting", "seed", "layer", "node"])["init_corr"]
     df = pruned_runs.join(theta0.rename("theta0_corr"), on=["setting", "seed", "layer", "node"])
     df["kept"] = df["fan_in_kept"] > 0
     g = df.groupby(["setting", "method", "level", "layer", "seed", "kept"])["theta0_corr"].mean().unstack("kept")
     g = g.rename(columns={True: "kept", False: "pruned"}).reset_index()
     if "pruned" not in g:
-        return []
+        return [], None
     g["gap"] = g["kept"] - g["pruned"]
     t = g.groupby(["setting", "level", "layer", "method"])[["kept", "pruned", "gap"]].mean().round(3).reset_index()
     table = t.pivot_table(index=["setting", "level", "layer"], columns="method", values=["kept", "pruned", "gap"])
     table.columns = [f"{v} ({m})" for v, m in table.columns]
+    table = sort_settings(table.round(3).reset_index(), "level", "layer")
     return ["### Does structured IMP keep the lucky nodes?", "",
             "Mean initial (θ0, dense run) best correlation of the nodes each level keeps vs those pruned, "
             "per pruning method (`random_structured` is the random-mask control of the same density).", "",
-            markdown_table(table.round(3).reset_index()), ""]
+            markdown_table(table), ""], t
+
+
+def _gap_figure(t: pd.DataFrame, base: Path) -> list[Path]:
+    plt = _plt()
+    groups = list(sort_settings(t, "level").groupby("setting", sort=False))
+    fig, axes = plt.subplots(1, len(groups), figsize=(2.4 * len(groups), 2.3), squeeze=False, constrained_layout=True)
+    for ax, (setting, g) in zip(axes[0], groups):
+        for (method, layer), h in g.groupby(["method", "layer"]):
+            ax.plot(h["level"], h["gap"], "-o" if method != "random_structured" else ":s", ms=3, color=f"C{layer}",
+                    label=f"{method}, layer {layer}")
+        ax.axhline(0, color="gray", lw=0.6)
+        ax.set_xlabel("level")
+        ax.set_ylabel("kept − pruned initial corr")
+        ax.set_title(setting, fontsize=6)
+        ax.legend(fontsize=4)
+    return _save(fig, base)
 
 
 def _rewind_vs_reinit(nodes: pd.DataFrame) -> list[str]:
@@ -147,7 +169,7 @@ def _rewind_vs_reinit(nodes: pd.DataFrame) -> list[str]:
             "kept nodes' initial corr": round(np.nanmean([p[0] for p in per_seed]), 3),
             "final corr": round(np.nanmean([p[1] for p in per_seed]), 3),
             "teacher nodes covered": round(np.mean([p[2] for p in per_seed]), 2)})
-    t = pd.DataFrame(rows)
+    t = sort_settings(pd.DataFrame(rows), "method", "level", "layer", "reset")
     return ["### Does re-initialising lose the luck? (kept nodes, rewind vs reinit)", "",
             "The start of a rewound ticket is θ0 under the mask; a re-initialised one starts from a fresh draw.", "",
             markdown_table(t), ""]
@@ -156,7 +178,7 @@ def _rewind_vs_reinit(nodes: pd.DataFrame) -> list[str]:
 def _coverage_figure(cov: pd.DataFrame, base: Path) -> list[Path]:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3.4, 2.4), constrained_layout=True)
-    for layer, g in cov.groupby("layer"):
+    for layer, g in cov.groupby("layer", sort=True):  # rows arrive in natural setting order
         ax.plot(g["setting"].astype(str), g["teacher nodes covered"], "-o", ms=3, label=f"layer {layer}: covered")
         ax.plot(g["setting"].astype(str), g["students per covered teacher node"], ":s", ms=3,
                 label=f"layer {layer}: students per covered")

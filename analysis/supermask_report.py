@@ -11,6 +11,7 @@ Every sentence is computed from the store; nothing is asserted that the numbers 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,19 @@ def setting_of(axes_json: str, drop: tuple[str, ...] = ("reset", "seed")) -> str
     except json.JSONDecodeError:
         return ""
     return ", ".join(f"{k}={v}" for k, v in sorted(axes.items()) if k not in drop)
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key reading digit runs as numbers ('multiplier=2' before 'multiplier=10')."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", str(text)))
+
+
+def sort_settings(df: pd.DataFrame, *then: str) -> pd.DataFrame:
+    """``df`` sorted by ``setting`` in natural order, then by ``then``."""
+    order = sorted(df["setting"].unique(), key=natural_key)
+    rank = {s: i for i, s in enumerate(order)}
+    return (df.assign(_rank=df["setting"].map(rank)).sort_values(["_rank", *then], kind="stable")
+            .drop(columns="_rank").reset_index(drop=True))
 
 
 def _levels(con: duckdb.DuckDBPyConnection, campaign: str) -> pd.DataFrame:
@@ -82,7 +96,7 @@ def supermask_section(con: duckdb.DuckDBPyConnection, campaign: str, out: Path) 
     table = (lv.groupby(["setting", "level", "weights %", "reset"])["acc"].apply(_fmt).unstack("reset")
              .reset_index())
     cols = [r for r in RESET_ORDER if r in table.columns]
-    table = table[["setting", "level", "weights %", *cols]].sort_values(["setting", "level"])
+    table = sort_settings(table[["setting", "level", "weights %", *cols]], "level")
     if not table["setting"].astype(bool).any():
         table = table.drop(columns="setting")
     sec.md += ["### Best test accuracy (%) per level, mean ± std over seeds", "",
@@ -110,7 +124,7 @@ def _findings(lv: pd.DataFrame) -> list[str]:
         lines.append(f"- Accuracy vs k, `{reset}`{' (' + setting + ')' if setting else ''}: peak "
                      f"{100 * peak['acc']:.1f}% at {100 * peak['density']:.1f}% of the weights ({where}; over "
                      f"{100 * g['density'].max():.1f}% → {100 * g['density'].min():.1f}% it {shape}).")
-    settings = sorted(sm["setting"].unique())
+    settings = sorted(sm["setting"].unique(), key=natural_key)
     if len(settings) > 1:
         piv = sm.pivot_table(index=["reset", "level", "seed"], columns="setting", values="acc")
         for a, b in zip(settings[:-1], settings[1:]):
@@ -188,7 +202,7 @@ def _jaccard_figure(sm: pd.DataFrame, base: Path) -> list[Path]:
 
 def _accuracy_figure(lv: pd.DataFrame, base: Path) -> list[Path]:
     plt = _plt()
-    settings = sorted(lv["setting"].unique())
+    settings = sorted(lv["setting"].unique(), key=natural_key)
     fig, axes = plt.subplots(1, len(settings), figsize=(3.4 * len(settings), 2.6), squeeze=False,
                              constrained_layout=True)
     for ax, setting in zip(axes[0], settings):
