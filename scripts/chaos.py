@@ -161,6 +161,12 @@ def main() -> int:
     k = result["kills"]
     print(f"kills: {sum(k.values())} ({k['unit_worker']} unit worker, {k['ray_worker']} random ray worker, "
           f"{k['driver']} driver); lth run invocations until complete: {result['runs']}")
+    resumes = [r for m in (json.loads(f.read_text()) for f in (chaos_store / "_units" / f"campaign={name}").glob("*.json"))
+               for r in m.get("resumes", [])]
+    left = list((chaos_store / "_checkpoints").rglob("*.ckpt"))
+    print(f"trainings continued from a checkpoint: {len(resumes)} (epochs {sorted(r['epoch'] for r in resumes)}); "
+          f"checkpoints left: {len(left)}")
+    ok = ok and not left
     print(f"wall: chaos {result['seconds']:.1f}s, clean {clean_seconds:.1f}s "
           f"(ratio {result['seconds'] / clean_seconds:.2f}); leftover temporary/bad table files: {leftovers}")
     for t_, c in cmp.items():
