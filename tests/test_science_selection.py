@@ -18,9 +18,9 @@ from trainers.records import EpochMetrics, LevelSummary
 from trainers.training import train
 
 
-def _run(val_size: int):
+def _run(val_size: int, seed: int = 1):
     s = RunSetup(DataConfig("digits", val_size=val_size), ModelConfig("mlp", {"widths": (32,)}),
-                 TrainConfig(lr=0.8, epochs=6, batch_size=128, schedule="constant"), PruneConfig(), seed=1)
+                 TrainConfig(lr=0.8, epochs=6, batch_size=128, schedule="constant"), PruneConfig(), seed=seed)
     data = load_data(s.data, s.seed, "cpu")
     model = build_model(s.model, tuple(data.input_shape), data.num_classes, s.seed)
     records = []
@@ -32,22 +32,26 @@ def _run(val_size: int):
     return res.summary, rows
 
 
-@pytest.fixture(scope="module")
-def with_val():
-    return _run(300)
+@pytest.fixture(scope="module", params=[1, 3], ids=["seed1", "seed3"])
+def with_val(request):
+    return (request.param, *_run(300, request.param))
 
 
-def test_the_run_goes_up_and_down(with_val):
-    _, rows = with_val
+def test_the_runs_go_up_and_down(with_val):
+    seed, _, rows = with_val
     test = np.array([r.accuracy for r in rows["test"]])
     val = np.array([r.accuracy for r in rows["val"]])
+    val_loss = np.array([r.loss for r in rows["val"]])
     assert len(test) == 6 and np.any(np.diff(test) < 0) and np.any(np.diff(test) > 0)
-    # three different epochs: best test, best validation, last
-    assert len({int(np.argmax(test)), int(np.argmax(val)), len(test) - 1}) == 3
+    assert int(np.argmax(test)) != len(test) - 1  # best is not final
+    if seed == 1:  # best test, best validation and last epoch: three different epochs
+        assert len({int(np.argmax(test)), int(np.argmax(val)), len(test) - 1}) == 3
+    else:  # the lowest validation loss is not at the best validation accuracy
+        assert int(np.argmin(val_loss)) != int(np.argmax(val))
 
 
 def test_best_final_and_val_selected_match_the_epoch_rows(with_val):
-    summary, rows = with_val
+    _, summary, rows = with_val
     test = [r.accuracy for r in rows["test"]]
     val = [r.accuracy for r in rows["val"]]
     best_i = int(np.argmax(test))  # first epoch reaching the maximum

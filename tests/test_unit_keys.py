@@ -174,6 +174,8 @@ def test_units_carry_their_stage_settings_and_dependencies():
         assert b.unit_id.startswith("b-") and b.unit_id in plan.units
         assert plan.units[b.depends[1]].stage == "trajectory" and plan.units[b.depends[0]].stage == "dense"
     assert sorted(b.reset for b in plan.stage("branch")) == ["finetune", "reinit"]
+    # a rewind@k mask driver alone (no cell resets to rewind@k) still gets its snapshot
+    assert _plan(_cell(driver_k, "finetune")).stage("dense")[0].rewind_iterations == (7,)
     # a reset with '@' that is not rewind@k asks the dense run for nothing
     other = dataclasses.replace(BASE, prune=dataclasses.replace(BASE.prune, mask_driver="finetune"))
     assert _plan(_cell(other, "lr_rewind")).stage("dense")[0].rewind_iterations == ()
