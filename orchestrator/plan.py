@@ -190,12 +190,10 @@ def make_plan(campaign: Campaign) -> Plan:
         )
     # --- stage 2: trajectories, keyed by dense unit + prune settings (mask driver included).
     traj_cells: dict[str, list[Cell]] = defaultdict(list)
-    traj_of: dict[str, str] = {}
     for c in cells:
         d = dense_id[dense_key[c.trial_id]]
         tid = "t-" + stable_hash({"stage": "trajectory", "dense": d, "prune": c.config["prune"]})
         traj_cells[tid].append(c)
-        traj_of[c.trial_id] = tid
     branch_units: dict[str, Unit] = {}
     cell_units: dict[str, tuple[str, ...]] = {}
     for tid, group in traj_cells.items():

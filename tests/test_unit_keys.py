@@ -190,7 +190,8 @@ def test_units_carry_their_stage_settings_and_dependencies():
     assert lines[1] == "units: 6 (dense 2, trajectory 2, branch 2)"
     assert lines[2] == f"trainings: {s.trainings_planned} planned vs {s.trainings_naive} naive " \
                        f"({s.trainings_naive / s.trainings_planned:.2f}x fewer)"
-    assert lines[3].startswith(f"epochs: {s.epochs_planned} planned vs {s.epochs_naive} naive (")
+    assert lines[3] == (f"epochs: {s.epochs_planned} planned vs {s.epochs_naive} naive "
+                        f"({s.epochs_naive / s.epochs_planned:.2f}x fewer)")
     assert lines[4] == (f"iterations: {s.iterations_planned} planned vs {s.iterations_naive} naive "
                         f"({s.iterations_naive / s.iterations_planned:.2f}x fewer)")
 
@@ -210,3 +211,9 @@ def test_plan_json_names_every_unit_and_cell():
             u.stage, u.reset, list(u.depends), list(u.serves), list(u.mask_serves), list(u.rewind_iterations))
         assert j["setup"]["train"]["lr"] == u.setup.train.lr and j["setup"]["seed"] == u.setup.seed
         assert j["setup"]["prune"] == json.loads(json.dumps(dataclasses.asdict(u.setup.prune)))
+
+
+def test_an_empty_plan_has_nothing_to_train():
+    s = _plan().summary()
+    assert s.lines() == ["cells: 0", "units: 0 (dense 0, trajectory 0, branch 0)",
+                         "trainings: 0 planned vs 0 naive (nothing to train)"]
