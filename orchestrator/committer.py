@@ -256,7 +256,10 @@ class Committer:
                 if table not in out:
                     continue
                 with self.store.fs.open_input_file(self.store.full(path)) as f:
-                    t = pq.read_table(f, schema=schema.TABLES[table].schema)
+                    # ParquetFile.read, not pq.read_table (which builds a dataset per file: 10x slower)
+                    t = pq.ParquetFile(f).read()
+                if not t.schema.equals(schema.TABLES[table].schema, check_metadata=False):
+                    t = conform(table, t)  # staged by another version of the writer: cast, or say why not
                 out[table].append(_with_campaign(t, self.campaign))
         return out
 

@@ -1,0 +1,159 @@
+"""What the store's write path costs and what it leaves for the readers, per layout, side by side.
+
+The same units' rows (a campaign of ``--seeds`` seeds x 2 lrs of the digits MLP: per seed and
+lr a dense, a trajectory and a branch unit, ``--levels`` levels, 2 cells) are written twice,
+unit by unit as ``lth run`` writes them:
+
+* ``delta``: each unit stages its rows (``Store.stage_records``) and finishes its marker; the
+  driver's ``Committer`` commits every ``--batch`` units (``lth run`` commits every >= 5 s),
+  then the tables are compacted (optimize + vacuum) as at the end of a run;
+* ``per-file``: the layout before the Delta tables -- every unit level writes its own Parquet
+  file per table (``Store.write_records``), never compacted.
+
+Printed: write and commit seconds per 1,000 units, data files, and query times (our views:
+``connect`` + query; plain DuckDB ``read_parquet`` over the table's files) for
+``count(*)`` over metrics and the README's rewind-minus-reinit join, before and after
+compaction. No training: the rows are synthetic, the writers and readers are the real ones.
+
+    .venv/bin/python benchmarks/bench_store_commit.py [--seeds 100] [--levels 3] [--batch 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+import types
+import typing
+from pathlib import Path
+
+import duckdb
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from any directory
+
+from timing import best_of  # noqa: E402 - benchmarks/timing.py, beside this script
+
+from analysis.views import connect  # noqa: E402
+from orchestrator import tables  # noqa: E402
+from orchestrator.committer import COMMIT_ORDER, Committer  # noqa: E402
+from orchestrator.ledger import UnitMarker, now  # noqa: E402
+from orchestrator.plan import make_plan  # noqa: E402
+from orchestrator.spec import parse_campaign  # noqa: E402
+from orchestrator.store import Store  # noqa: E402
+from trainers.records import EpochMetrics, LevelSummary, MaskLayerStats  # noqa: E402
+
+SPEC = """
+name: bench
+data: {{dataset: digits}}
+model: {{arch: mlp}}
+train: {{lr: 0.1, epochs: {epochs}}}
+prune: {{rate: 0.5, levels: {levels}}}
+resets: [rewind, reinit]
+seeds: {seeds}
+grid:
+  lr: [0.1, 0.01]
+"""
+JOIN = """SELECT r.lr, r.level, avg(r.best_test_accuracy - c.best_test_accuracy) AS gain
+FROM cell_levels r JOIN cell_levels c USING (campaign, arch, structure, schedule, lr, seed, level)
+WHERE r.trial_reset = 'rewind' AND c.trial_reset = 'reinit' AND r.level > 0 GROUP BY ALL"""
+
+
+def record(rtype, **values):
+    hints = typing.get_type_hints(rtype)
+    for f in dataclasses.fields(rtype):
+        if f.name not in values and f.default is dataclasses.MISSING:
+            hint = hints[f.name]
+            optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            values[f.name] = None if optional else {int: 1, float: 0.5, str: "x", bool: False}[hint]
+    return rtype(**values)
+
+
+def unit_rows(unit, epochs: int, layers: int = 3) -> list[tuple[str, tuple[str, ...], list]]:
+    """(key, trial ids, records) per level of ``unit``, as orchestrator/units.py writes them."""
+    out = []
+    levels = [0] if unit.stage == "dense" else range(1, unit.setup.prune.levels + 1)
+    reset = "dense" if unit.stage == "dense" else unit.reset
+    for level in levels:
+        key = f"{unit.unit_id}-L{level}"
+        if unit.serves:
+            recs = [record(EpochMetrics, level=level, reset=reset, epoch=e, split=s)
+                    for e in range(epochs + 1) for s in ("train", "test")]
+            recs.append(record(LevelSummary, level=level, reset=reset, status="done", best_test_accuracy=0.5))
+            out.append((key, unit.serves, recs))
+        if unit.mask_serves:
+            out.append((key, unit.mask_serves, [record(MaskLayerStats, level=level, layer=f"l{i}", kind="weight")
+                                                for i in range(layers)]))
+    return out
+
+
+def queries(store: Store) -> dict[str, float]:
+    def views(q):
+        return lambda: connect(store, warn=False).execute(q).fetchall()
+
+    out = {"views count(metrics)": best_of(views("SELECT count(*) FROM metrics")),
+           "views rewind-reinit join": best_of(views(JOIN))}
+    files = [f for f in tables.scan(store, "metrics").files]
+    listed = ", ".join(f"'{f}'" for f in files)
+    out["duckdb read_parquet count(metrics)"] = best_of(
+        lambda: duckdb.sql(f"SELECT count(*) FROM read_parquet([{listed}])").fetchall())
+    return out
+
+
+def files(store: Store) -> int:
+    return sum(len(tables.scan(store, t).files) for t in COMMIT_ORDER)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=100)
+    p.add_argument("--levels", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch", type=int, default=25, help="units per commit")
+    args = p.parse_args()
+    plan = make_plan(parse_campaign(SPEC.format(seeds=list(range(args.seeds)), levels=args.levels,
+                                                epochs=args.epochs)))
+    units = [u for stage in ("dense", "trajectory", "branch") for u in plan.stage(stage)]
+    rows = {u.unit_id: unit_rows(u, args.epochs) for u in units}
+    n = len(units)
+    print(f"{n} units, {len(plan.cells)} cells, {args.levels} levels, {args.epochs} epochs; commit every {args.batch} units")
+    with tempfile.TemporaryDirectory() as tmp:
+        delta, flat = Store(f"{tmp}/delta"), Store(f"{tmp}/flat")
+        committer = Committer(delta, plan)
+        t_stage = 0.0
+        for i, u in enumerate(units):
+            t0 = time.perf_counter()
+            for key, serves, recs in rows[u.unit_id]:
+                delta.stage_records(plan.campaign, key, u.unit_id, serves, recs)
+            UnitMarker(u.unit_id, stage=u.stage, status="done", attempts=1, finished_at=now()).save(delta, plan.campaign)
+            t_stage += time.perf_counter() - t0
+            if (i + 1) % args.batch == 0:
+                committer.commit()
+        committer.commit()
+        t_commit = committer.stats.seconds
+        before = files(delta)
+        q_before = queries(delta)
+        t0 = time.perf_counter()
+        for t in COMMIT_ORDER:
+            tables.compact(delta, t, plan.campaign)
+        t_compact = time.perf_counter() - t0
+        q_after = queries(delta)
+        t0 = time.perf_counter()
+        for u in units:
+            for key, serves, recs in rows[u.unit_id]:
+                flat.write_records(plan.campaign, key, u.unit_id, serves, recs)
+        t_flat = time.perf_counter() - t0
+        q_flat = queries(flat)
+        per = 1000 / n
+        print(f"delta:    stage {t_stage * per:.1f} s + commit {t_commit * per:.1f} s per 1,000 units "
+              f"({committer.stats.batches} commits, {t_commit / committer.stats.batches * 1000:.0f} ms each); "
+              f"{before} data files -> compaction {t_compact:.2f} s -> {files(delta)} files")
+        print(f"per-file: write {t_flat * per:.1f} s per 1,000 units; {files(flat)} data files")
+        print(f"{'query (best of 3, s)':40s} {'per-file':>9s} {'delta':>9s} {'compacted':>10s}")
+        for q in q_before:
+            print(f"{q:40s} {q_flat[q]:9.3f} {q_before[q]:9.3f} {q_after[q]:10.3f}")
+
+
+if __name__ == "__main__":
+    main()
