@@ -26,7 +26,7 @@ def digits():
 
 def _run(data, cfg, arch="mlp", seed=0, options=None, **kw):
     records: list = []
-    model = build_model(ModelConfig(arch, options or {"widths": [32]}), data.input_shape, data.num_classes, seed)
+    model = build_model(ModelConfig(arch, {"widths": [32]} if options is None else options), data.input_shape, data.num_classes, seed)
     res = train(model, data, cfg, device=CPU, seed=seed, on_record=records.append, **kw)
     return model, res, records
 
