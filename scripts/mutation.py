@@ -16,12 +16,15 @@ Tests failing on the unmutated copy are deselected for that run (and named), so 
 revision's tests that no longer fit today's sources (or a test broken at HEAD) do not count as kills. Related tests are
 files that run without Ray (the run stays within minutes per mutant on 2 cores).
 
-Why not mutmut: mutmut 3 is installed (dev extra) but it mutates every operator of every line:
-thousands of mutants over trainers/, analysis/ and orchestrator/plan.py, each needing a
-torch-based test run of seconds to minutes -- days on this machine's 2 shared cores, and most
-of its survivors would be equivalent mutants in messages and defaults. The planted list below is
-the bugs that matter, reviewed one by one (docs/mutation.md); ``tests/test_mutation_list.py``
-checks in the default run that every mutant still applies to the current sources.
+Why planted mutants and mutmut side by side: mutmut 3 (dev extra) mutates every operator of
+every line and works on this layout (``--mutmut MODULES`` runs it in a temp copy), but only where
+the related tests take seconds: orchestrator/plan.py alone (234 lines) gives 300 mutants, and
+trainers/ + analysis/ are ~4,000 lines whose torch-based tests take tens of seconds per mutant,
+days on this machine's 2 shared cores. So ``--mutmut`` covers orchestrator/plan.py, analysis/tables.py, trainers/stats.py and
+trainers/resets.py, and the planted list below covers the training, pruning, trajectory, unit and
+statistics code with the bugs that matter, reviewed one by one (docs/mutation.md).
+``tests/test_mutation_list.py`` checks in the default run that every planted mutant still
+applies to the current sources.
 """
 
 from __future__ import annotations
