@@ -182,20 +182,38 @@ def _save(fig, base: Path) -> list[Path]:
     return paths
 
 
+def _log_percent_axis(ax, percents) -> None:
+    """Log x axis, decreasing, with plain-number ticks at (a few of) the plotted percents."""
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
+
+    ticks: list[float] = []
+    for p in sorted({float(f"{p:.2g}") for p in percents}, reverse=True):
+        if not ticks or ticks[-1] / p >= 1.6:  # at least 1.6x apart, so labels never overlap
+            ticks.append(p)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.invert_xaxis()
+
+
 def _jaccard_figure(sm: pd.DataFrame, base: Path) -> list[Path]:
     plt = _plt()
-    groups = list(sm.groupby(["setting", "reset"]))
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.4 * len(groups), 2.6), squeeze=False, constrained_layout=True)
-    for ax, ((setting, reset), g) in zip(axes[0], groups):
+    groups = sorted(sm.groupby(["setting", "reset"]), key=lambda kv: (natural_key(kv[0][0]), kv[0][1]))
+    cols = min(len(groups), 2)
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.4 * rows), squeeze=False, constrained_layout=True)
+    for ax in axes.ravel()[len(groups):]:
+        ax.set_visible(False)
+    for ax, ((setting, reset), g) in zip(axes.ravel(), groups):
         for i, (layer, h) in enumerate(g.groupby("layer", sort=False)):
             h = h.groupby("density", as_index=False)[["jaccard_ticket", "jaccard_chance"]].mean()
             ax.plot(100 * h["density"], h["jaccard_ticket"], "-o", color=f"C{i}", label=layer, ms=3)
             ax.plot(100 * h["density"], h["jaccard_chance"], ":", color=f"C{i}")
-        ax.set_xscale("log")
-        ax.invert_xaxis()
+        _log_percent_axis(ax, 100 * g["density"])
         ax.set_xlabel("weights remaining in the layer (%)")
         ax.set_ylabel("Jaccard with the ticket")
-        ax.set_title(f"{reset} {setting}".strip(), fontsize=7)
+        ax.set_title(f"{reset} {setting}".strip() + " (dotted: chance)", fontsize=7)
         ax.legend(fontsize=6)
     return _save(fig, base)
 
@@ -214,8 +232,7 @@ def _accuracy_figure(lv: pd.DataFrame, base: Path) -> list[Path]:
         dense = lv[(lv["setting"] == setting) & (lv["level"] == 0)]["acc"]
         if len(dense):
             ax.axhline(100 * dense.mean(), color="gray", ls="--", lw=0.8, label="dense")
-        ax.set_xscale("log")
-        ax.invert_xaxis()
+        _log_percent_axis(ax, 100 * g["density"])
         ax.set_xlabel("weights remaining (%)")
         ax.set_ylabel("best test accuracy (%)")
         ax.set_title(setting or "", fontsize=7)
