@@ -101,7 +101,7 @@ MUTANTS: list[Mutant] = [
       T_RESETS, "lr_rewind starts from theta_0 (it becomes rewind)"),
     # --- retrain / trajectory bookkeeping --------------------------------------------------------
     m("retrain_ignores_start_iteration", "trainers/trajectory.py",
-      "start_iteration=start.start_iteration)", "start_iteration=0)",
+      "start_iteration=start.start_iteration", "start_iteration=0",
       T_RESETS, "retrain ignores the reset's start iteration"),
     m("retrain_ignores_lr_override", "trainers/trajectory.py",
       "    if start.lr_override is not None:", "    if False:",
@@ -126,12 +126,10 @@ MUTANTS: list[Mutant] = [
          "    own = {}\n"
          "    for level in range(levels_done + 1, available + 1):\n"
          "        from trainers.trajectory import level_masks\n"
-         '        mask = level_masks(setup, dense, level, own.get("w"), own.get("m"))\n'
+         '        mask = level_masks(setup, dense, level, own["w"].weights if "w" in own else None, own.get("m"))\n'
          '        own["m"] = mask'),
-        ("        retrain(setup, level=level, mask=mask, reset=unit.reset, dense=dense, source=source,\n"
-         "                device=device, on_record=records.append)",
-         '        own["w"] = retrain(setup, level=level, mask=mask, reset=unit.reset, dense=dense, source=source,\n'
-         "                           device=device, on_record=records.append).weights"),
+        ("        retrain(setup, level=level, mask=mask, reset=unit.reset, dense=dense, source=source,",
+         '        own["w"] = retrain(setup, level=level, mask=mask, reset=unit.reset, dense=dense, source=source,'),
     ), T_BRANCH, "a branch unit (reinit...) computes its own masks from its own weights"),
     m("branch_mask_of_previous_level", "orchestrator/units.py",
       'mask = store.get_tensors(paths.artifact(traj_id, f"L{level}"))["mask"]',
