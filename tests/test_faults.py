@@ -201,7 +201,7 @@ KILL_POINTS = [
     ("commit_intent", "commit:intent"),  # dense done, its batch's intent written, no table committed
     ("between_stages", "after_stage:dense"),  # the rerun first re-applied the dense batch
     ("mid_stage", None),
-    ("during_intent_write", "store_write:_ledger/"),  # trajectory done, half its batch's intent written
+    ("during_intent_write", "store_write:/pending.json"),  # trajectory done, half its batch's intent written
     ("commit_one_table", "commit:table:metrics"),  # metrics committed, levels / masks / trials not
     ("recovery_two_tables", "commit:table:masks"),  # the rerun's recovery of that batch, killed again
     ("commit_recorded", "commit:recorded"),  # batch recorded, its staging files and intent still there
