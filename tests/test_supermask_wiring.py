@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,3 +91,13 @@ def test_new_tables_round_trip_through_the_store_and_the_views(run, tmp_path):
     levels = con.sql("SELECT best_test_loss, final_test_loss FROM levels WHERE trial_id = 'trial-a'").fetchall()
     summaries = [r for r in records if isinstance(r, LevelSummary)]
     assert sorted(levels) == sorted((s.best_test_loss, s.final_test_loss) for s in summaries)
+
+
+def test_the_campaign_default_driver_skips_supermasks_and_the_committed_campaigns_plan():
+    from orchestrator.spec import load_campaign, parse_campaign
+
+    c = parse_campaign("name: s\ndata: {dataset: digits}\nmodel: {arch: mlp}\nresets: [supermask, reinit, rewind]\n")
+    assert {cell.config["prune"]["mask_driver"] for cell in c.cells} == {"rewind"}
+    for name in ("supermask", "lucky_nodes"):
+        camp = load_campaign(Path(__file__).resolve().parents[1] / "campaigns" / f"{name}.yaml")
+        assert camp.cells and {cell.config["prune"]["mask_driver"] for cell in camp.cells} == {"rewind"}
