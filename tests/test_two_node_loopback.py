@@ -147,4 +147,4 @@ def test_worker_node_killed_mid_campaign_completes_on_head(tmp_path):
     served = sum(u.trainings * len(u.serves) for u in plan.units.values())
     assert count(store, "levels") == count(store, "levels", "trial_id, level, reset") == served
     assert count(store, "metrics") == count(store, "metrics", "trial_id, level, reset, epoch, split")
-    assert count(store, "masks") == count(store, "masks", "trial_id, level, layer")
+    assert count(store, "masks") == count(store, "masks", "trial_id, level, layer, kind")
