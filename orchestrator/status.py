@@ -7,9 +7,10 @@ driver record (``paths.driver``: pid, host, run id, process start time; then
 is alive, as *interrupted* once it is gone or finished, and as *running or interrupted* when
 it cannot be checked (no record, or a driver on another host).
 
-Store integrity: files that readers skip are listed with the reason -- bad Parquet files of
-the four tables (see ``Store.scan``), leftover temporary files anywhere in the store, and
-markers that are not valid JSON.
+Store integrity: files that readers skip are listed with the reason -- a Delta table of another
+schema version, bad Parquet files of a store in the older per-file layout (see ``Store.scan``),
+leftover temporary files anywhere in the store (markers, specs, artifacts, the driver's ledger,
+staging), and markers that are not valid JSON.
 """
 
 from __future__ import annotations
@@ -206,8 +207,9 @@ def bad_files(store: Store, campaign: str | None = None) -> list[BadFile]:
     out: list[BadFile] = []
     for table in schema.TABLES:
         out += tables.scan(store, table, campaign).bad
-    prefixes = [paths.UNITS, paths.CAMPAIGNS, paths.ARTIFACTS] if campaign is None else [
-        paths.units_dir(campaign), paths.campaign_dir(campaign), paths.ARTIFACTS]
+    prefixes = [paths.UNITS, paths.CAMPAIGNS, paths.ARTIFACTS, paths.LEDGER, paths.STAGING] if campaign is None else [
+        paths.units_dir(campaign), paths.campaign_dir(campaign), paths.ARTIFACTS, paths.ledger_dir(campaign),
+        paths.staging_dir(campaign)]
     for prefix in prefixes:
         for path in _temporaries(store, prefix):
             out.append(BadFile(path, "leftover temporary file of an interrupted write"))
