@@ -24,7 +24,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-from orchestrator import paths, schema, tables
+from orchestrator import lease, paths, schema, tables
 from orchestrator.lease import pid_alive, proc_start
 from orchestrator.ledger import UnitMarker
 from orchestrator.store import TMP_PREFIX, BadFile, Store, StoreError
@@ -97,6 +97,7 @@ class CampaignStatus:
     cells: Counter = field(default_factory=Counter)
     units: Counter = field(default_factory=Counter)
     driver: str = "no driver record"
+    lease: str | None = None  # who holds the campaign's lease (orchestrator/lease.py), if anyone
     trials: list[tuple[str, str, str | None]] = field(default_factory=list)  # failed/diverged: (id, status, reason)
     interrupted: list[tuple[str, str | None]] = field(default_factory=list)  # (unit id, last reason)
     bad: list[BadFile] = field(default_factory=list)  # unreadable markers
@@ -107,6 +108,8 @@ class CampaignStatus:
 
         out = [f"{self.name}: cells {fmt(self.cells, CELL_STATES)} | units {fmt(self.units, UNIT_STATES)}",
                f"  driver: {self.driver}"]
+        if self.lease:
+            out.append(f"  lease: {self.lease}")
         for i, (trial_id, status, reason) in enumerate(self.trials):
             if i == MAX_LISTED:
                 out.append(f"  ... and {len(self.trials) - MAX_LISTED} more failed/diverged cells")
@@ -137,6 +140,10 @@ def campaign_status(store: Store, name: str, plan: dict) -> CampaignStatus:
             st.driver = f"running or interrupted ({where}: not checkable from here)"
         else:
             st.driver = f"interrupted ({where} is gone)"
+    holder = lease.read(store, name)
+    if holder is not None:
+        state = "held" if holder.alive(lease.stale_after()) else "left by a dead driver (the next `lth run` takes it)"
+        st.lease = f"{state}: {holder.describe()}"
     running_as = {True: "running", False: "interrupted", None: "running or interrupted"}[alive]
     for uid, m in _markers(store, name, plan["units"], st.bad):
         status = m.status or "pending"

@@ -199,3 +199,17 @@ def test_two_drivers_one_campaign(local_ray, tmp_path):
             assert m == before[uid]
         assert m["attempts"] <= 2, m  # at most the one the kill interrupted, resumed
     assert not (store / "_ledger" / "campaign=lease" / "lease.json").exists()  # released at the end
+
+
+def test_status_names_the_lease_holder(tmp_path):
+    from orchestrator.status import campaign_status
+
+    store = Store(str(tmp_path / "s"))
+    empty = {"units": [], "cells": []}
+    assert campaign_status(store, "c", empty).lease is None
+    with acquire(store, "c") as held:
+        lines = campaign_status(store, "c", empty).lines()
+        assert f"  lease: held: host {socket.gethostname()}, pid {os.getpid()}, since {held.record.since[:19]}" in \
+            "\n".join(lines), lines
+    write_lease(store, "c", pid=dead_pid())
+    assert campaign_status(store, "c", empty).lease.startswith("left by a dead driver")
