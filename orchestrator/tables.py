@@ -219,24 +219,36 @@ def check_writable(store: Store) -> None:
 
 
 def compact(store: Store, table: str, campaign: str | None = None) -> dict:
-    """Rewrite the small files of ``table`` (one campaign's partition, or all) into few large
-    files (one commit), then delete the files no current version references (vacuum).
+    """``optimize`` then ``vacuum``: the small files of ``table`` (one campaign's partition, or
+    all) rewritten into few large files, then the files no current version references deleted.
     Returns {files_before, files_after, removed}. (Log checkpoints are delta-rs's default:
     one every 100 commits, as ``_delta_log/<n>.checkpoint.parquet``; a plain glob over a
     table therefore names the partitions: ``<table>/campaign=*/*.parquet``.)"""
     from orchestrator import faults
 
-    dt = open_table(store, table)
-    if dt is None:
+    if not is_delta(store, table):
         return {"files_before": 0, "files_after": 0, "removed": 0}
-    before = len(live_files(store, table, campaign, dt))
-    partitions = [(schema.PARTITION_COLUMN, "=", campaign)] if campaign else None
-    dt.optimize.compact(partition_filters=partitions, target_size=TARGET_FILE_SIZE,
-                        writer_properties=_writer_properties())
+    before = len(live_files(store, table, campaign))
+    optimize(store, table, campaign)
     faults.kill_point(f"compact:optimized:{table}")  # test hook: compacted, not yet vacuumed
-    removed = dt.vacuum(retention_hours=VACUUM_RETENTION_HOURS, dry_run=False, enforce_retention_duration=False)
+    removed = vacuum(store, table)
     faults.kill_point(f"compact:vacuumed:{table}")
-    return {"files_before": before, "files_after": len(live_files(store, table, campaign)), "removed": len(removed)}
+    return {"files_before": before, "files_after": len(live_files(store, table, campaign)), "removed": removed}
+
+
+def optimize(store: Store, table: str, campaign: str | None = None) -> None:
+    """Rewrite the table's (or one partition's) small files into few large ones: one commit
+    that removes them and adds the new files; readers see the same rows before and after."""
+    partitions = [(schema.PARTITION_COLUMN, "=", campaign)] if campaign else None
+    open_table(store, table).optimize.compact(partition_filters=partitions, target_size=TARGET_FILE_SIZE,
+                                              writer_properties=_writer_properties())
+
+
+def vacuum(store: Store, table: str) -> int:
+    """Delete the data files that are not in the current version; returns how many. A reader
+    still on an older snapshot re-reads (``analysis.views.read_consistent``)."""
+    return len(open_table(store, table).vacuum(retention_hours=VACUUM_RETENTION_HOURS, dry_run=False,
+                                               enforce_retention_duration=False))
 
 
 def dataset(store: Store, table: str, campaign: str | None = None) -> ds.Dataset:
