@@ -38,10 +38,13 @@ import torch
 from torch import Tensor
 
 from trainers import preemption
+from trainers.config import CheckpointConfig
 from trainers.records import EpochMetrics
 
 FORMAT = 1  # bumped when the fields change; an older checkpoint is refused, never misread
-DEFAULT_EVERY_MINUTES = 10.0  # an hour-long training loses at most a sixth of itself to a kill
+# The default period is the campaign setting's (one source of truth): an hour-long training loses
+# at most a sixth of itself to a kill.
+DEFAULT_EVERY_MINUTES = CheckpointConfig().every_minutes
 
 
 @dataclass
