@@ -124,9 +124,10 @@ def layer_density(masks: pd.DataFrame, out_base: str | Path) -> list[Path]:
 
 
 def weight_travel(masks: pd.DataFrame, out_base: str | Path) -> list[Path]:
-    """Mean |θ_final − θ_init| of kept vs pruned weights per level, one panel per structure, a colour per lr.
+    """Mean |θ_final − θ_init| of kept vs pruned weights per level, one panel per structure, a colour per lr,
+    and (dotted) the selection-only control ``travel_kept_null`` where present (trainers/stats.py).
 
-    ``masks`` columns: structure, lr, level, travel_kept, travel_pruned (already averaged).
+    ``masks`` columns: structure, lr, level, travel_kept, travel_pruned[, travel_kept_null] (already averaged).
     """
     with plt.rc_context(_RC):
         structures = sorted(masks["structure"].unique())
@@ -137,6 +138,9 @@ def weight_travel(masks: pd.DataFrame, out_base: str | Path) -> list[Path]:
                 df = df.sort_values("level")
                 ax.plot(df["level"], df["travel_kept"], "-", marker="o", color=f"C{i}", label=f"kept, lr={lr:g}")
                 ax.plot(df["level"], df["travel_pruned"], "--", marker="x", color=f"C{i}", label=f"pruned, lr={lr:g}")
+                if "travel_kept_null" in df and df["travel_kept_null"].notna().any():
+                    ax.plot(df["level"], df["travel_kept_null"], ":", marker=".", color=f"C{i}",
+                            label=f"selection only, lr={lr:g}")
             ax.set_xlabel("Pruning level")
             ax.set_ylabel("Mean |θ_final − θ_init|")
             ax.set_title(f"Weight travel, {structure}", y=1.0)

@@ -77,6 +77,29 @@ def _verdict_table(results: dict[str, rethinking_lr.RethinkingResult], keys: lis
     return table
 
 
+CHANNEL_KEYS = ["dataset", "arch", "structure", "schedule", "lr", "level"]
+
+
+def _channel_density(con, campaign: str) -> pd.DataFrame:
+    """Percent of channels / neurons kept per (setting, level): per trial over its channel groups, then
+    averaged over trials (empty for stores without channel rows)."""
+    keys = ", ".join(CHANNEL_KEYS)
+    return con.execute(
+        f"SELECT {keys}, round(100 * avg(ch), 2) AS \"channels %\" FROM (SELECT {keys}, trial_id, "
+        "sum(kept) / sum(params) AS ch FROM cell_masks WHERE campaign = $c AND kind = 'channel' GROUP BY ALL) "
+        "GROUP BY ALL", {"c": campaign}).df()
+
+
+def _travel_table(travel: pd.DataFrame) -> str:
+    """Markdown: per (structure, lr) mean travel of kept, pruned and selection-only weights over levels."""
+    t = travel.groupby(["structure", "lr"], as_index=False)[["travel_kept", "travel_pruned", "travel_kept_null"]].mean()
+    t["kept / selection only"] = (t["travel_kept"] / t["travel_kept_null"]).round(3)
+    t = t.rename(columns={"travel_kept": "kept", "travel_pruned": "pruned", "travel_kept_null": "selection only"})
+    for c in ("kept", "pruned", "selection only"):
+        t[c] = t[c].round(4)
+    return markdown_table(t)
+
+
 def rule_text(treatment: str, control: str, margin: float) -> str:
     """The verdict rule in words, as the report states it."""
     m = f"{100 * margin:g}"
@@ -250,7 +273,15 @@ def build_report(
 
     summary = best.summary[best.summary["level"] > 0].copy()
     summary["weights %"] = (100 * summary["density"]).round(2)
-    acc = mean_std_table(summary, [*keys, "weights %"], "reset")
+    level_cols = ["weights %"]
+    channels = _channel_density(con, campaign)
+    if not channels.empty and (summary["structure"] == "structured").any():
+        # structured levels also in channels / neurons kept (of the channel groups; the output layer's
+        # classes are never removed), as the campaigns describe them
+        summary = summary.merge(channels, on=CHANNEL_KEYS, how="left")
+        summary["channels %"] = summary["channels %"].where(summary["structure"] == "structured")
+        level_cols.append("channels %")
+    acc = mean_std_table(summary, [*keys, *level_cols], "reset")
     acc.display = acc.display.sort_values([*keys, "weights %"], ascending=[True] * len(keys) + [False])
     acc.bold = acc.bold.loc[acc.display.index]
     acc.display, acc.bold = acc.display.reset_index(drop=True), acc.bold.reset_index(drop=True)
@@ -272,16 +303,21 @@ def build_report(
         figures.append((f"Accuracy vs weights remaining: {dataset}, {arch}", base.with_suffix(".png").name))
     masks = con.execute(
         "SELECT structure, schedule, lr, level, layer, avg(density) AS density, avg(travel_kept) AS travel_kept, "
-        "avg(travel_pruned) AS travel_pruned FROM cell_masks WHERE campaign = $c AND kind = 'weight' "
-        "GROUP BY ALL", {"c": campaign}).df()
+        "avg(travel_pruned) AS travel_pruned, avg(travel_kept_null) AS travel_kept_null FROM cell_masks "
+        "WHERE campaign = $c AND kind = 'weight' GROUP BY ALL", {"c": campaign}).df()
+    travel_md = ""
     if not masks.empty:
         dens = masks.groupby(["structure", "schedule", "level", "layer"], as_index=False)["density"].mean()
         files += cache.draw("layer_density", dens, out / "layer_density")
         figures.append(("Per-layer density per level", "layer_density.png"))
-        travel = masks.groupby(["structure", "lr", "level"], as_index=False)[["travel_kept", "travel_pruned"]].mean()
+        cols = ["travel_kept", "travel_pruned", "travel_kept_null"]
+        travel = masks.groupby(["structure", "lr", "level"], as_index=False)[cols].mean()
         if travel["travel_pruned"].notna().any():
             files += cache.draw("weight_travel", travel, out / "weight_travel")
-            figures.append(("Weight travel of kept vs pruned weights", "weight_travel.png"))
+            figures.append(("Weight travel of kept vs pruned weights, and of the weights magnitude selection "
+                            "alone would keep (displacements permuted)", "weight_travel.png"))
+            travel_md = _travel_table(travel)
+            write("weight_travel.md", travel_md)
 
     md = [f"# Campaign `{campaign}`: winning ticket ({treatment}) vs {control}", ""]
     if best.problems:
@@ -290,6 +326,13 @@ def build_report(
            rule_text(treatment, control, margin), "",
            "## Accuracy (best over epochs, %, mean ± std over seeds; best per row in bold)", "", acc.markdown()]
     md += ["## Figures", ""] + [f"![{cap}]({name})\n" for cap, name in figures]
+    if travel_md:
+        md += ["## Weight travel: kept vs pruned, with the selection control", "",
+               "Mean |θ_final − θ_init| over levels. Kept weights travelling further than pruned ones is what "
+               "magnitude pruning selects (the survivors are the large final weights), so it is no finding by "
+               "itself; `selection only` is the travel of as many weights chosen by magnitude after the "
+               "displacements were permuted within each layer. Only kept travel above that control (ratio > 1) "
+               "says more than selection.", "", travel_md]
     md += ["Per-level comparisons of every metric (means, CIs, paired differences, p-values): `comparison.csv`.", ""]
     md += _extra_sections(con, campaign, out, files)
     write("report.md", "\n".join(md))

@@ -38,8 +38,13 @@ def _trial_row(cell: dict, reset: str, seed: int, units: list[str]) -> dict:
     }
 
 
+def channels_kept(density: float, channels: int = 100) -> int:
+    """Neurons kept per hidden layer of a synthetic structured level: weights scale as neurons squared."""
+    return int(channels * density ** 0.5)
+
+
 def _run_records(level: int, reset: str, density: float, best: float, epochs: int, val: bool,
-                 diverged: bool = False) -> list:
+                 diverged: bool = False, structured: bool = False) -> list:
     """Epoch metrics rising to ``best`` at the last-but-one epoch, then a summary and mask stats.
     ``diverged``: the last epoch's losses are NaN and the summary says "diverged" (its recorded
     accuracies stay what the run reached before, as the trainer records them)."""
@@ -67,7 +72,14 @@ def _run_records(level: int, reset: str, density: float, best: float, epochs: in
                 level=level, layer=layer, kind="weight", params=params, kept=int(params * layer_density),
                 density=layer_density, jaccard_prev=None if level == 1 else 0.9, travel_kept=0.3 + 0.05 * i,
                 travel_pruned=0.1 + 0.02 * i, bn_negative_bias_fraction=None, sign_agreement_kept=0.8,
+                travel_kept_null=0.28 + 0.05 * i,
             ))
+        if structured:  # channel rows of the two hidden layers (trainers/stats.py)
+            for layer in LAYERS[:2]:
+                recs.append(MaskLayerStats(
+                    level=level, layer=layer, kind="channel", params=100, kept=channels_kept(density),
+                    density=channels_kept(density) / 100, jaccard_prev=None, travel_kept=None, travel_pruned=None,
+                    bn_negative_bias_fraction=None, sign_agreement_kept=None))
     return recs
 
 
@@ -111,7 +123,7 @@ def write_campaign(
             div = bool(diverges and diverges(cell, reset, level, seed))
             any_diverged |= div
             recs += _run_records(level, reset, (1 - rate) ** level, accuracy(cell, reset, level, seed), epochs, val,
-                                 div)
+                                 div, cell["structure"] == "structured")
         store.write_records(campaign, tid, tid, [tid], recs)
         trials.append(_trial_row(cell, reset, seed, [tid]))
         if any_diverged:
@@ -179,7 +191,7 @@ def write_bulk(store: Store, campaign: str, n_trials: int, *, levels: int = 9, e
             "kept": (1000 * 0.8 ** mlvl).astype(np.int64), "density": 0.8 ** mlvl,
             "jaccard_prev": np.full(mask_rows, 0.9), "travel_kept": np.full(mask_rows, 0.3),
             "travel_pruned": np.full(mask_rows, 0.1), "bn_negative_bias_fraction": pa.nulls(mask_rows, pa.float64()),
-            "sign_agreement_kept": np.full(mask_rows, 0.8),
+            "sign_agreement_kept": np.full(mask_rows, 0.8), "travel_kept_null": np.full(mask_rows, 0.28),
         })
         store.write_table("masks", campaign, f"masks-{start:06d}", masks_table)
     return n_rows

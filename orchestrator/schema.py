@@ -30,7 +30,8 @@ from trainers.records import EpochMetrics, LevelSummary, MaskLayerStats, NodeMat
 
 # 2: levels gained best_test_loss / final_test_loss (regression tasks have no accuracy)
 # 3: tables nodes and supermasks
-# 4: levels.early_stop_iteration is null without a validation split (was the argmin of test loss)
+# 4: levels.early_stop_iteration is null without a validation split (was the argmin of test loss);
+#    masks.travel_kept_null (the selection-effect control) and rows of kind "channel"
 SCHEMA_VERSION = 4
 METADATA_KEY = b"lth_schema_version"
 PARTITION_COLUMN = "campaign"

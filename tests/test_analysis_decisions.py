@@ -12,7 +12,7 @@ from scipy import stats
 from analysis import connect, rethinking_lr
 from analysis import paired_tests as pt
 from analysis.report import build_report
-from analysis.synthetic import write_campaign
+from analysis.synthetic import channels_kept, write_campaign
 from orchestrator.store import Store
 
 MARGIN = 0.01
@@ -115,6 +115,8 @@ def store(tmp_path_factory):
     even = lambda cell, reset, level, seed: 0.7 + (0.05 if (reset, level) == ("rewind", 2) and seed < 2 else 0)  # noqa: E731
     write_campaign(s, "div", [CELL], even, seeds=range(5), levels=LEVELS,
                    diverges=lambda cell, reset, level, seed: reset == "rewind" and level == 2 and seed < 2)
+    write_campaign(s, "struct", [CELL, dict(CELL, structure="structured")], _noisy(0.0, LEVELS), seeds=range(3),
+                   levels=LEVELS)
     s.seeds0 = seeds0
     return s
 
@@ -164,3 +166,21 @@ def test_report_shows_counts_power_and_the_rule(store, tmp_path):
     assert row["better/equiv/worse/undecided"].count("/") == 3
     md = (tmp_path / "r" / "report.md").read_text()
     assert "two one-sided tests" in md and "Holm" in md and "chance accuracy" in md
+
+
+def test_structured_levels_in_channels_and_travel_with_its_control(store, tmp_path):
+    build_report(store, "struct", tmp_path / "r")
+    acc = (tmp_path / "r" / "accuracy.csv").read_text().splitlines()
+    header = acc[0].split(",")
+    assert "channels %" in header
+    rows = [dict(zip(header, line.split(","))) for line in acc[1:]]
+    for r in rows:
+        density = float(r["weights %"]) / 100
+        if r["structure"] == "structured":
+            assert float(r["channels %"]) == pytest.approx(channels_kept(density))  # 100 neurons per layer
+        else:
+            assert r["channels %"] == ""
+    travel = (tmp_path / "r" / "weight_travel.md").read_text()
+    assert "selection only" in travel and "kept / selection only" in travel
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "no finding by itself" in md

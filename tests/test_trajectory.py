@@ -47,7 +47,7 @@ def test_records_densities_and_nesting(full_run):
     res, records, _ = full_run
     summaries = [r for r in records if isinstance(r, LevelSummary)]
     assert [(s.level, s.reset) for s in summaries] == [(0, "dense")] + [(lv, r) for lv in (1, 2) for r in RESETS]
-    stats = [r for r in records if isinstance(r, MaskLayerStats)]
+    stats = [r for r in records if isinstance(r, MaskLayerStats) and r.kind == "weight"]  # (channel rows: test_stats)
     model_layers = 3  # hidden.0, hidden.1, out
     assert [s.level for s in stats] == [1] * model_layers + [2] * model_layers  # once per level, not per reset
     total = sum(s.params for s in stats if s.level == 1)

@@ -62,7 +62,7 @@ class MaskLayerStats:
 
     level: int
     layer: str  # parameter name, e.g. "features.0.weight", or a BN module name
-    kind: str  # "weight" | "bn"
+    kind: str  # "weight" | "bn" | "channel" (output channels / neurons of a channel group)
     params: int
     kept: int
     density: float
@@ -71,6 +71,8 @@ class MaskLayerStats:
     travel_pruned: float | None  # same for pruned weights (None when nothing is pruned)
     bn_negative_bias_fraction: float | None  # BN layers only (Tian et al.)
     sign_agreement_kept: float | None  # fraction of kept weights with sign(init) == sign(final)
+    # travel_kept if magnitude selection alone acted (displacements permuted; trainers/stats.py)
+    travel_kept_null: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

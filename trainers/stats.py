@@ -10,6 +10,18 @@ among kept channels (Tian et al.: most BN biases of trained VGGs are negative).
 compares the weights this level chose between; at level 1 it is every pruned weight.
 ``final_weights`` are the trained weights the mask was computed from.
 
+Kept weights travelling further than pruned ones is expected of magnitude pruning whatever the
+training did: the survivors are the large final weights, and a weight that moved far tends to end
+large. ``travel_kept_null`` measures that selection effect alone: each candidate weight (alive
+before this level) gets the displacement θ_final − θ_init of a random other candidate of its layer
+(a seeded permutation), the same number of weights as kept is selected by |θ_init + displacement|,
+and their mean |displacement| is reported. Kept travel above this null is more than selection.
+(It is the unstructured magnitude null in every layer, structured ones too.)
+
+Channel rows (kind ``"channel"``, one per channel group of a ``PrunableModel``: ``params`` =
+output channels / neurons, ``kept`` = those with any weight kept) give structured levels in
+channels as well as in weights; travel and sign fields are None there.
+
 All numbers of a layer are computed as tensors and fetched together in one ``tolist()``.
 """
 
@@ -56,6 +68,22 @@ def _layer_numbers(
     return vals.tolist()
 
 
+def _selection_null(m: torch.Tensor, prev: torch.Tensor | None, init: torch.Tensor, final: torch.Tensor,
+                    generator: torch.Generator) -> float | None:
+    """``travel_kept_null`` of one layer (module docstring); None when nothing is kept."""
+    m = m.flatten()
+    cand = torch.ones_like(m) if prev is None else prev.flatten().to(m.device)
+    k = int(m.sum())
+    if k == 0:
+        return None
+    idx = cand.nonzero().flatten()
+    disp = (final.flatten().float() - init.flatten().float())[idx]
+    shuffled = disp[torch.randperm(len(idx), generator=generator)]
+    pseudo_final = init.flatten().float()[idx] + shuffled
+    top = torch.topk(pseudo_final.abs(), k, sorted=False).indices
+    return float(shuffled[top].abs().mean())
+
+
 def _opt(x: float) -> float | None:
     return None if x != x else x  # NaN -> None
 
@@ -81,6 +109,8 @@ def mask_statistics(
         t = m.get(name)
         return torch.ones(like.shape, dtype=torch.bool) if t is None else t.to("cpu", torch.bool)
 
+    generator = torch.Generator().manual_seed(1_000_003 * level + 17)  # the null's permutations: deterministic
+
     def row(layer: str, kind: str, weight: str, bias: str | None = None) -> MaskLayerStats:
         """Stats of tensor ``weight`` (a BN layer: its scale, whose mask is the channel's);
         ``bias`` given: the fraction of negative final biases among kept channels."""
@@ -89,6 +119,7 @@ def mask_statistics(
         m = get(mask, weight, init)
         prev = get(previous_mask, weight, init)
         kept, jac, t_kept, t_pruned, sign, _ = _layer_numbers(m, prev, init, final)
+        null = _selection_null(m, prev, init, final, generator) if kind == "weight" else None
         neg = None
         if bias is not None and kept > 0:
             neg = ((final_weights[bias].detach().cpu().float() < 0) & m).sum().item() / int(kept)
@@ -104,6 +135,16 @@ def mask_statistics(
             travel_pruned=_opt(t_pruned),
             bn_negative_bias_fraction=neg,
             sign_agreement_kept=_opt(sign),
+            travel_kept_null=null,
+        )
+
+    def channel_row(group) -> MaskLayerStats:
+        w = get(mask, group.weight, init_weights[group.weight])
+        alive = w.flatten(1).any(1)
+        return MaskLayerStats(
+            level=level, layer=group.weight, kind="channel", params=alive.numel(), kept=int(alive.sum()),
+            density=int(alive.sum()) / alive.numel(), jaccard_prev=None, travel_kept=None, travel_pruned=None,
+            bn_negative_bias_fraction=None, sign_agreement_kept=None,
         )
 
     rows = [row(name, "weight", name) for name in prunable]
@@ -112,4 +153,6 @@ def mask_statistics(
         for mod_name, mod in model.named_modules()
         if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.affine
     ]
+    if hasattr(model, "channel_groups"):
+        rows += [channel_row(g) for g in model.channel_groups()]
     return rows
