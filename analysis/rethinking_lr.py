@@ -339,7 +339,7 @@ def verdicts(comparison: pd.DataFrame, margin: float = DEFAULT_MARGIN, group_key
         else:
             verdict = "undecided"
             if math.isinf(seeds):
-                reason = f"{counted}; the levels point different ways: more seeds alone would not give a majority"
+                reason = f"{counted}; the levels point different ways (or sit on the margin): more seeds alone would not give a majority"
             else:
                 reason = f"{counted}; ≈ {seeds_text(seeds)} seeds would decide a majority of levels (80% power)"
         rows.append({**dict(zip(group_keys, key)), "levels": len(group), "testable": testable,
