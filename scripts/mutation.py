@@ -314,7 +314,7 @@ def _clean_args(root: Path, test: str, extra: tuple[str, ...], timeout: int) -> 
 MUTMUT_TARGETS: dict[str, tuple[str, ...]] = {
     "orchestrator/plan.py": ("tests/test_plan.py", "tests/test_unit_keys.py",
                              "tests/test_bad_specs.py::test_committed_campaign_ids_unchanged"),
-    "analysis/tables.py": ("tests/test_science_tables.py", "tests/test_report_fast.py"),
+    "analysis/tables.py": ("tests/test_science_tables.py",),
     "trainers/stats.py": ("tests/test_stats.py",),
     "trainers/resets.py": ("tests/test_science_resets.py", "tests/test_trajectory.py"),
 }

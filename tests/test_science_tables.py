@@ -135,3 +135,36 @@ def test_mean_std_table_cells_and_best_marks(higher):
         assert g.best.sum() == 1
         assert g[g.best].reset.iloc[0] == (g.set_index("reset")["mean"].idxmax() if higher
                                            else g.set_index("reset")["mean"].idxmin())
+
+
+def test_paper_table_texts_in_all_three_formats():
+    """A tiny table rendered as Markdown, LaTeX (booktabs) and CSV, against hand-written text."""
+    summary = pd.DataFrame([
+        dict(structure="l1_ch", level=1, reset="reinit", mean=0.5, std=0.01),
+        dict(structure="l1_ch", level=1, reset="rewind", mean=0.75, std=float("nan")),
+        dict(structure="l1_ch", level=2, reset="reinit", mean=0.6, std=0.02),
+        dict(structure="l1_ch", level=2, reset="rewind", mean=0.55, std=0.005),
+    ])
+    t = mean_std_table(summary, ["structure", "level"], "reset")
+    assert t.markdown() == (
+        "| structure | level | reinit | rewind |\n"
+        "|---|---|---|---|\n"
+        "| l1_ch | 1 | 50.00 ± 1.00 | **75.00** |\n"
+        "| l1_ch | 2 | **60.00 ± 2.00** | 55.00 ± 0.50 |\n")
+    assert t.latex(caption="Gain & loss", label="tab:x") == (
+        "\\begin{table}[t]\n\\centering\n\\caption{Gain \\& loss}\n\\label{tab:x}\n"
+        "\\begin{tabular}{lrrr}\n\\toprule\n"
+        "structure & level & reinit & rewind \\\\\n\\midrule\n"
+        "l1\\_ch & 1 & 50.00 $\\pm$ 1.00 & \\textbf{75.00} \\\\\n"
+        "l1\\_ch & 2 & \\textbf{60.00 $\\pm$ 2.00} & 55.00 $\\pm$ 0.50 \\\\\n"
+        "\\bottomrule\n\\end{tabular}\n\\end{table}\n")
+    assert t.latex().startswith("\\begin{table}[t]\n\\centering\n\\begin{tabular}{lrrr}\n")
+    assert t.csv() == ("structure,level,reset,mean,std,best\n"
+                       "l1_ch,1,reinit,0.5,0.01,False\nl1_ch,1,rewind,0.75,,True\n"
+                       "l1_ch,2,reinit,0.6,0.02,True\nl1_ch,2,rewind,0.55,0.005,False\n")
+    # plain cells: floats to 4 significant digits, None / NaN empty, '|' escaped, no bold without a mask
+    from analysis.tables import latex_escape, markdown_table
+    plain = pd.DataFrame({"a": ["x|y", None], "b": [0.123456, float("nan")], "c": [3, 4]})
+    assert markdown_table(plain) == "| a | b | c |\n|---|---|---|\n| x\\|y | 0.1235 | 3 |\n|  |  | 4 |\n"
+    assert latex_escape("50% of #1_{a}~^\\") == ("50\\% of \\#1\\_\\{a\\}\\textasciitilde{}"
+                                                 "\\textasciicircum{}\\textbackslash{}")
