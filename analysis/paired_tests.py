@@ -18,7 +18,8 @@ Power uses the noncentral t distribution (``scipy.special.nctdtr``, the CDF of
 ``scipy.stats.nct``) with the observed SD standing for the true one. Decisions that need two
 conditions at once (better: significant *and* estimate >= margin; equivalent: both TOST halves)
 use the Bonferroni lower bound P(A and B) >= P(A) + P(B) - 1, so "seeds needed" errs on the side
-of more seeds. Powers are per level and before Holm's correction.
+of more seeds. Powers are per level at the alpha given (the analysis passes alpha / levels:
+Bonferroni, which Holm never needs more than).
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def rule_text(treatment: str, control: str, margin: float) -> str:
         "corrected against each other. `sd` is the pooled SD of the paired differences, `MDE80` the smallest "
         "gain whose interval would lie above 0 with 80% power at the current seeds, `seeds needed` the seeds "
         "per level at which a majority of levels would be decided with 80% power if the true gains were the "
-        "observed ones (noncentral t, before Holm). `best` = best test accuracy over epochs (the Rethinking "
+        "observed ones (noncentral t at α / levels, Bonferroni). `best` = best test accuracy over epochs (the Rethinking "
         "protocol), `final` = last epoch, `val` = test accuracy at the best-validation epoch."
     )
 
