@@ -168,3 +168,21 @@ def test_paper_table_texts_in_all_three_formats():
     assert markdown_table(plain) == "| a | b | c |\n|---|---|---|\n| x\\|y | 0.1235 | 3 |\n|  |  | 4 |\n"
     assert latex_escape("50% of #1_{a}~^\\") == ("50\\% of \\#1\\_\\{a\\}\\textasciitilde{}"
                                                  "\\textasciicircum{}\\textbackslash{}")
+
+
+def test_missing_cells_and_column_alignment():
+    from analysis.tables import latex_table
+
+    summary = pd.DataFrame([
+        dict(extra="", level=1, reset="reinit", mean=0.5, std=0.01),
+        dict(extra="", level=1, reset="rewind", mean=0.7, std=0.02),
+        dict(extra="w", level=1, reset="reinit", mean=0.6, std=0.01),  # no rewind run here
+    ])
+    t = mean_std_table(summary, ["extra", "level"], "reset")
+    rows = {r.extra: r for r in t.display.itertuples()}
+    assert rows["w"].rewind == "" and rows["w"].reinit == "60.00 ± 1.00"  # a missing run: an empty cell
+    assert rows[""].rewind == "70.00 ± 2.00" and bool(t.bold.loc[1, "reinit"])  # "w" (row 1): its only value
+    assert t.numeric.best.tolist() == [False, True, True]
+    # LaTeX: numeric columns and every column after the first right-aligned, a text first column left
+    assert "\\begin{tabular}{rr}" in latex_table(pd.DataFrame({"n": [1], "b": ["y"]}))
+    assert "\\begin{tabular}{lrr}" in latex_table(pd.DataFrame({"a": ["x"], "b": ["y"], "c": ["z"]}))
