@@ -385,12 +385,8 @@ class Store:
         check_name(campaign, "campaign name")
         check_name(unit_id, "unit id")
         check_name(key, "file key")
-        if isinstance(trial_ids, str):
-            raise StoreError("trial_ids: expected a sequence of trial ids, got a single string")
-        if not trial_ids:
-            raise StoreError("trial_ids: expected at least one trial id")
         out = []
-        for name, table in records_table(records, list(trial_ids), unit_id).items():
+        for name, table in _served_tables(records, trial_ids, unit_id).items():
             path = paths.staging_file(campaign, unit_id, name, key)
             self._put_parquet(path, table)
             out.append(path)
@@ -405,11 +401,7 @@ class Store:
         records: Sequence[Record],
     ) -> None:
         """Write ``records`` once per trial they serve, one file per table, all named ``key``."""
-        if isinstance(trial_ids, str):
-            raise StoreError("trial_ids: expected a sequence of trial ids, got a single string")
-        if not trial_ids:
-            raise StoreError("trial_ids: expected at least one trial id")
-        for name, table in records_table(records, list(trial_ids), unit_id).items():
+        for name, table in _served_tables(records, trial_ids, unit_id).items():
             self.write_table(name, campaign, key, table)
 
     def scan(self, table: str, campaign: str | None = None) -> StoreScan:
@@ -494,3 +486,12 @@ class Store:
             if info.type == pafs.FileType.Directory:
                 names.add(posixpath.basename(info.path))
         return sorted(names)
+
+
+def _served_tables(records: Sequence[Record], trial_ids: Sequence[str], unit_id: str) -> dict[str, pa.Table]:
+    """``records_table`` of records written once per trial they serve (at least one trial id)."""
+    if isinstance(trial_ids, str):
+        raise StoreError("trial_ids: expected a sequence of trial ids, got a single string")
+    if not trial_ids:
+        raise StoreError("trial_ids: expected at least one trial id")
+    return records_table(records, list(trial_ids), unit_id)
