@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from orchestrator.grid import AXIS_SHORTHANDS
+from trainers.config import RunSetup
 from trainers.records import EpochMetrics, LevelSummary, MaskLayerStats, NodeMatch, SupermaskLayerStats
 
 # 2: levels gained best_test_loss / final_test_loss (regression tasks have no accuracy)
@@ -72,15 +74,25 @@ _ROW_KEYS = [
 
 # Axis columns of a cell. Every other swept setting is in axes_json; the full resolved
 # cell config in config_json.
-AXIS_COLUMNS: dict[str, pa.DataType] = {
-    "dataset": pa.string(),
-    "arch": pa.string(),
-    "lr": pa.float64(),
-    "schedule": pa.string(),
-    "reset": pa.string(),
-    "structure": pa.string(),
-    "seed": pa.int64(),
-}
+_ARROW = {str: pa.string(), float: pa.float64(), int: pa.int64()}
+
+
+def _axis_type(path: str) -> pa.DataType:
+    """Arrow type of the setting at ``path`` in ``trainers.config.RunSetup`` (``reset``: a registry name)."""
+    hint: object = str
+    cls: object = RunSetup
+    for part in path.split(".") if path != "reset" else ():
+        hint = cls = typing.get_type_hints(cls, include_extras=True)[part]
+    if typing.get_origin(hint) is typing.Annotated:
+        hint = typing.get_args(hint)[0]
+    if typing.get_origin(hint) is typing.Literal:
+        hint = type(typing.get_args(hint)[0])
+    return _ARROW[hint]
+
+
+# The trials table's axis columns: the grid's shorthands (one list, orchestrator/grid.py), typed
+# from the settings they name.
+AXIS_COLUMNS: dict[str, pa.DataType] = {name: _axis_type(path) for name, path in AXIS_SHORTHANDS.items()}
 
 TRIAL_STATUSES = ("done", "failed", "diverged")
 
