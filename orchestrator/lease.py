@@ -12,9 +12,11 @@ this host and its process is gone (pid and process start time, so a recycled pid
 count as alive); after ``STALE_AFTER_S`` without a heartbeat when it ran on another host
 (``LTH_LEASE_STALE_S`` overrides it).
 
-Mutual exclusion: on a local or NFS store the lease file is published with ``link(2)``,
-which fails if the file exists, and a dead holder's file is first renamed away (only one
-taker's rename succeeds); two drivers starting at the same moment cannot both win. An object
+Mutual exclusion: on a local or NFS store every change of the lease file (publish, take
+over, heartbeat, release) happens under an exclusive ``flock`` of a lock file beside it (the
+kernel drops it when its holder dies), and a driver replaces the lease only if it is still the
+one it judged absent or dead; two drivers starting or taking over at the same moment cannot
+both win (a rename-then-link scheme let a third taker in while the file was moved away). An object
 store (S3) has no such primitive in pyarrow: there the driver writes its lease, waits
 ``SETTLE_S`` and reads it back, and holds it only if it still names this driver (the last
 writer wins; a driver that lost the race refuses).
@@ -22,7 +24,9 @@ writer wins; a driver that lost the race refuses).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import socket
@@ -150,9 +154,10 @@ class Lease:
                             "stopping before the next commit")
 
     def renew(self) -> None:
-        self.check()
-        self.record = LeaseRecord(**{**asdict(self.record), "heartbeat": _now().isoformat()})
-        self.store.put_json(paths.lease(self.campaign), asdict(self.record))
+        with _exclusive(self.store, self.campaign):  # no takeover between the check and the write
+            self.check()
+            self.record = LeaseRecord(**{**asdict(self.record), "heartbeat": _now().isoformat()})
+            self.store.put_json(paths.lease(self.campaign), asdict(self.record))
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
@@ -168,9 +173,10 @@ class Lease:
         """Stop the heartbeat and remove the lease if it is still ours."""
         self._stop.set()
         self._thread.join()
-        current = read(self.store, self.campaign)
-        if current is not None and current.run_id == self.record.run_id:
-            self.store.delete(paths.lease(self.campaign))
+        with _exclusive(self.store, self.campaign):
+            current = read(self.store, self.campaign)
+            if current is not None and current.run_id == self.record.run_id:
+                self.store.delete(paths.lease(self.campaign))
 
     def __enter__(self) -> Lease:
         return self
@@ -196,41 +202,33 @@ def acquire(store: Store, campaign: str) -> Lease:
     raise LeaseHeld(f"campaign {campaign!r}: could not take the lease (other drivers kept taking it)")
 
 
+@contextlib.contextmanager
+def _exclusive(store: Store, campaign: str):
+    """Hold the lease's lock file (local / NFS stores; a no-op on object stores)."""
+    if not isinstance(store.fs, pafs.LocalFileSystem):
+        yield
+        return
+    lock_path = store.full(paths.lease_lock(campaign))
+    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, or by the kernel if this process dies
+        yield
+
+
 def _publish(store: Store, campaign: str, mine: LeaseRecord, dead: LeaseRecord | None) -> bool:
     """Write ``mine`` as the lease unless another driver got there first; True if held."""
     data = json.dumps(asdict(mine), sort_keys=True, indent=1).encode()
     if isinstance(store.fs, pafs.LocalFileSystem):
-        final = store.full(paths.lease(campaign))
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        if dead is not None:  # move the dead holder's file away: only one taker's rename succeeds
-            grave = f"{final}.dead-{mine.run_id}"
-            try:
-                os.rename(final, grave)
-            except FileNotFoundError:
-                return False  # another taker moved it first
-            try:
-                with open(grave, "rb") as f:
-                    moved = LeaseRecord.from_json(json.loads(f.read()))
-            except ValueError:
-                moved = None
-            if moved is None or moved.run_id != dead.run_id:  # a taker's live lease, not the dead one
-                try:
-                    os.link(grave, final)  # put it back
-                except FileExistsError:
-                    pass
-                os.unlink(grave)
-                return False
-            os.unlink(grave)
-        tmp = f"{final}.new-{mine.run_id}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        try:
-            os.link(tmp, final)  # fails if the file exists: exclusive, and published whole
+        with _exclusive(store, campaign):
+            there = read(store, campaign)
+            if (there.run_id if there else None) != (dead.run_id if dead else None):
+                return False  # another driver published or took over since the caller looked
+            final = store.full(paths.lease(campaign))
+            tmp = f"{final}.new-{mine.run_id}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, final)  # atomic: readers see the old lease or the new one, whole
             return True
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp)
     store.put_bytes(paths.lease(campaign), data)
     time.sleep(SETTLE_S)
     back = read(store, campaign)

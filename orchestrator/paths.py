@@ -94,6 +94,11 @@ def lease(campaign: str) -> str:
     return f"{ledger_dir(campaign)}/lease.json"
 
 
+def lease_lock(campaign: str) -> str:
+    """The file whose flock serialises every change of the lease (local / NFS stores)."""
+    return f"{lease(campaign)}.lock"
+
+
 # ----- campaign registration -----------------------------------------------------------
 def campaign_dir(campaign: str) -> str:
     return f"{CAMPAIGNS}/{campaign}"
