@@ -6,7 +6,6 @@ same run also shows that a failed unit marks its cells failed and loses no other
 from __future__ import annotations
 
 import json
-import os
 
 import duckdb
 import pyarrow.dataset as pds
@@ -19,7 +18,7 @@ from orchestrator.spec import load_campaign
 
 CAMPAIGN = """
 name: e2e
-data: {dataset: digits, root: $LTH_E2E_CIFAR10}
+data: {dataset: digits, root: $LTH_TEST_CIFAR10_ROOT}
 model: {arch: mlp}
 train: {lr: 0.05, epochs: 1, batch_size: 128, schedule: constant}
 prune: {rate: 0.5, levels: 2}
@@ -32,22 +31,8 @@ grid:
   schedule: [oneshot, iterative]
 """
 
-pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cifar10_placeholders(tmp_path_factory):
-    """Empty files under CIFAR-10's names: enough for validation (presence), not for loading."""
-    from trainers.datasets import missing_files
-
-    root = tmp_path_factory.mktemp("cifar10")
-    folder, files = missing_files("cifar10", str(root))
-    folder.mkdir(parents=True)
-    for f in files:
-        (folder / f).touch()
-    os.environ["LTH_E2E_CIFAR10"] = str(root)
-    yield root
-    del os.environ["LTH_E2E_CIFAR10"]
+# the CIFAR-10 placeholder files of tests/conftest.py, named by LTH_TEST_CIFAR10_ROOT in the spec
+pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("cifar10_placeholders")]
 
 
 @pytest.fixture(scope="module")
