@@ -220,6 +220,12 @@ def run_plan(
     own_lease = lease is None
     if own_lease:
         lease = acquire(store, plan.campaign)
+    try:
+        tables.create_tables(store)  # before any commit: a killed first commit leaves a table with a log
+    except BaseException:
+        if own_lease:
+            lease.release()
+        raise
     _quiet()
     try:
         started = connect(address)

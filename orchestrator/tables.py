@@ -43,6 +43,9 @@ TARGET_FILE_SIZE = 128 * 1024 * 1024  # bytes: optimize's output file size
 # Files may be removed (vacuum) as soon as they leave the current version: only this driver
 # commits, and a reader that lost a file to a vacuum re-reads the new version (analysis.views).
 VACUUM_RETENTION_HOURS = 0
+# Data files in no log entry (a commit killed before its log entry) are deleted once this old:
+# a commit in flight writes its log entry seconds after its data files, never an hour.
+ORPHAN_RETENTION_HOURS = 1
 
 
 def view_schema(table: str) -> pa.Schema:
@@ -218,6 +221,33 @@ def check_writable(store: Store) -> None:
                 "Run into a new store (--store); this one stays readable by lth sql, status and report")
 
 
+def create_tables(store: Store) -> list[str]:
+    """Create every result table that has no transaction log yet, empty (schema, partitioning
+    and schema-version description, log version 0), and return their names. Called by
+    ``lth run`` after ``check_writable`` and before any commit: a first commit that a SIGKILL
+    stops after delta-rs wrote its data files but before its log entry would otherwise leave
+    Parquet files without a ``_delta_log``, which the next run could not tell from a per-file
+    store. With the log in place, such files are unreferenced leftovers that ``vacuum``
+    deletes. Two drivers creating a table at once: one creates it, the other finds it."""
+    from deltalake import DeltaTable
+
+    created = []
+    for table in schema.TABLES:
+        if is_delta(store, table):
+            continue
+        try:
+            DeltaTable.create(table_uri(store, table), view_schema(table), mode="ignore",
+                              partition_by=[schema.PARTITION_COLUMN], name=table,
+                              description=_DESCRIPTION.format(table=table, version=schema.SCHEMA_VERSION),
+                              storage_options=storage_options(store))
+        except Exception:
+            if not is_delta(store, table):  # lost a race to another driver: the table exists now
+                raise
+            continue
+        created.append(table)
+    return created
+
+
 def compact(store: Store, table: str, campaign: str | None = None) -> dict:
     """``optimize`` then ``vacuum``: the small files of ``table`` (one campaign's partition, or
     all) rewritten into few large files, then the files no current version references deleted.
@@ -246,9 +276,15 @@ def optimize(store: Store, table: str, campaign: str | None = None) -> None:
 
 def vacuum(store: Store, table: str) -> int:
     """Delete the data files that are not in the current version; returns how many. A reader
-    still on an older snapshot re-reads (``analysis.views.read_consistent``)."""
-    return len(open_table(store, table).vacuum(retention_hours=VACUUM_RETENTION_HOURS, dry_run=False,
-                                               enforce_retention_duration=False))
+    still on an older snapshot re-reads (``analysis.views.read_consistent``). Also deletes data
+    files that no log entry names and that are older than ``ORPHAN_RETENTION_HOURS``: what a
+    commit killed between writing its data files and its log entry leaves (a younger one may
+    be another driver's commit in flight, so it stays until a later compaction)."""
+    dt = open_table(store, table)
+    removed = dt.vacuum(retention_hours=VACUUM_RETENTION_HOURS, dry_run=False, enforce_retention_duration=False)
+    orphans = dt.vacuum(retention_hours=ORPHAN_RETENTION_HOURS, dry_run=False, enforce_retention_duration=False,
+                        full=True)
+    return len(removed) + len(orphans)
 
 
 def dataset(store: Store, table: str, campaign: str | None = None) -> ds.Dataset:

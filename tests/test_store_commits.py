@@ -14,6 +14,7 @@ no row, including for a reader whose snapshot's files the vacuum deleted.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 import types
@@ -270,3 +271,44 @@ def test_refuses_a_per_file_store_and_another_schema_version(setup, tmp_path):
     DeltaTable(tables.table_uri(store, "metrics")).alter.set_table_description("lth-sweep metrics, schema version 1")
     with pytest.raises(StoreError, match=r"'metrics' is a Delta table of schema version 1 \(expected"):
         tables.check_writable(store)
+
+
+def test_a_first_commit_killed_after_its_data_files_leaves_a_writable_store(setup, tmp_path):
+    """``lth run`` creates the tables (empty, with their log) before any commit. A first commit
+    that a SIGKILL stops after delta-rs wrote its data files and before its log entry leaves
+    those files in the table directory (this failed CI: the rerun took them for a per-file
+    store and refused it). With the log in place they are unreferenced leftovers: the store
+    stays writable, readers never see their rows, and the compaction's vacuum deletes them."""
+    store, plan = setup
+    assert sorted(tables.create_tables(store)) == sorted(COMMIT_ORDER)
+    assert tables.create_tables(store) == []  # idempotent: a rerun creates nothing
+    con = connect(store)
+    for table in COMMIT_ORDER:
+        dt = tables.open_table(store, table)
+        assert dt.version() == 0 and tables.version_problem(table, dt) is None, table
+        assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
+    # what the killed commit left: the data file delta-rs wrote, without its log entry
+    units = plan.stage("dense")
+    staged = {u.unit_id: stage_unit(store, plan, u, 0.9) for u in units}
+    for u in units:
+        finish(store, plan, u.unit_id)
+    scratch = Store(str(tmp_path / "scratch"))
+    rows = pa.concat_tables(Committer(store, plan)._staged([u.unit_id for u in units])["metrics"])
+    tables.commit(scratch, "metrics", rows, app_id="killed", version=1)
+    orphans = tables.live_files(scratch, "metrics")
+    for rel in orphans:
+        store.put_bytes(rel, scratch.get_bytes(rel))
+    tables.check_writable(store)  # not mistaken for a per-file store
+    Committer(store, plan).commit()
+    con = connect(store)
+    for table, n in totals(staged, staged).items():
+        assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == n, table  # orphans unseen
+    assert all(store.exists(rel) for rel in orphans)
+    tables.compact(store, "metrics", plan.campaign)
+    assert all(store.exists(rel) for rel in orphans)  # young: could be another driver's commit in flight
+    hours_ago = time.time() - 3600 * (tables.ORPHAN_RETENTION_HOURS + 1)
+    for rel in orphans:
+        os.utime(store.full(rel), (hours_ago, hours_ago))
+    tables.compact(store, "metrics", plan.campaign)
+    assert not any(store.exists(rel) for rel in orphans)  # vacuumed once older than the retention
+    assert connect(store).execute("SELECT count(*) FROM metrics").fetchone()[0] == totals(staged, staged)["metrics"]
