@@ -179,3 +179,39 @@ def status(campaign: str | None, store: str) -> None:
         bad += result.bad
     for b in bad + bad_files(st, campaign):
         click.echo(f"bad file {b.path}: {b.reason}")
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@main.command()
+@click.argument("campaign")
+@store_option
+@click.option("--dry-run", is_flag=True, help="List what would be removed, with sizes; remove nothing.")
+@click.option("--keep-weights", is_flag=True, help="Keep _artifacts/ (dense weights, per-level masks and weights).")
+def gc(campaign: str, store: str, dry_run: bool, keep_weights: bool) -> None:
+    """Remove what finished CAMPAIGN no longer needs for resume: Ray Tune's experiment
+    directories, leftover staging files and checkpoints, and (without --keep-weights) the
+    weights and masks under _artifacts/ that no unfinished unit of any campaign loads. The
+    tables are never touched. Refused while the campaign has units to run or rows to commit."""
+    from orchestrator.garbage import NotFinished, collect_and_remove
+    from orchestrator.lease import LeaseHeld
+    from orchestrator.store import Store
+
+    if "://" not in store and not os.path.isdir(store):
+        raise click.ClickException(f"store {store!r}: no such directory")
+    st = Store(store)
+    try:
+        items = collect_and_remove(st, campaign, keep_weights=keep_weights, dry_run=dry_run)
+    except (NotFinished, LeaseHeld) as e:
+        raise click.ClickException(str(e)) from None
+    for g in items:
+        click.echo(f"{_human(g.bytes):>10}  {g.path}  ({g.what})")
+    total = _human(sum(g.bytes for g in items))
+    verb = "would free" if dry_run else "freed"
+    click.echo(f"{campaign}: {len(items)} item(s), {verb} {total}" + (" (dry run)" if dry_run else ""))
