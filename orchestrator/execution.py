@@ -261,7 +261,7 @@ def run_plan(
         faults.kill_point("before_first_trial")  # test hook (LTH_TEST_KILL_AT), orchestrator/faults.py
         if layout == "families":
             if fams:
-                run(make_bundles(fams, summary.slots), f"{plan.campaign}-{time.strftime('%Y%m%d-%H%M%S')}")
+                run(make_bundles(fams, summary.slots), paths.tune_experiment(plan.campaign))
         else:
             for stage in STAGES:
                 todo = [u for u in plan.stage(stage)
@@ -271,7 +271,7 @@ def run_plan(
                 if todo:
                     bundles = ([(u.unit_id,) for u in todo] if layout == "units"
                                else make_bundles([[u] for u in todo], summary.slots))
-                    run(bundles, f"{plan.campaign}-{stage}-{time.strftime('%Y%m%d-%H%M%S')}")
+                    run(bundles, paths.tune_experiment(plan.campaign, stage))
                 if stage != STAGES[-1]:
                     committer.commit()  # cells finish as early as their last unit does
                 faults.kill_point(f"after_stage:{stage}")  # test hook

@@ -2,7 +2,7 @@
 
 A run leaves, besides its tables (the record, never touched here):
 
-* ``_ray/<campaign>-...``: Ray Tune's experiment directories. Resume goes through the unit
+* ``_ray/<campaign>+...`` (``paths.tune_experiment``): Ray Tune's experiment directories. Resume goes through the unit
   markers and the ledger, never through Tune's state, so a finished campaign needs none.
 * ``_artifacts/<unit>/``: dense weights, per-level masks and driver weights. A unit that is
   not finished, or another campaign that has not finished a unit of its own plan, may still
@@ -20,7 +20,6 @@ campaign's lease (``orchestrator/lease.py``), so no driver runs the campaign mea
 from __future__ import annotations
 
 import posixpath
-import re
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
@@ -88,10 +87,9 @@ class _Campaign:
 
 
 def tune_dirs(store: Store, campaign: str) -> list[str]:
-    """Tune's experiment directories of ``campaign`` (execution.py names them
-    ``<campaign>[-<stage>]-YYYYmmdd-HHMMSS``)."""
-    pattern = re.compile(re.escape(campaign) + r"(-(dense|trajectory|branch))?-\d{8}-\d{6}")
-    return [p for p in _children(store, paths.ray_storage()) if pattern.fullmatch(posixpath.basename(p))]
+    """Tune's experiment directories of ``campaign`` (``paths.tune_experiment``)."""
+    return [p for p in _children(store, paths.ray_storage())
+            if paths.tune_experiment_campaign(posixpath.basename(p)) == campaign]
 
 
 def collect(store: Store, campaign: str, *, keep_weights: bool = False) -> list[Garbage]:

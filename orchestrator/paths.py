@@ -145,3 +145,21 @@ def checkpoint(campaign: str, unit_id: str) -> str:
 def ray_storage() -> str:
     """Ray Tune's ``storage_path`` (relative to the store root)."""
     return RAY
+
+
+_TUNE_STAMP = "%Y%m%d-%H%M%S"
+_TUNE_SEP = "+"  # never in a campaign name (orchestrator/spec.py), so a name parses back to its campaign
+
+
+def tune_experiment(campaign: str, stage: str | None = None, when: float | None = None) -> str:
+    """Name of one Tuner run's experiment directory under ``ray_storage()``:
+    ``<campaign>[+<stage>]+YYYYmmdd-HHMMSS`` (``when``: seconds since the epoch, default now)."""
+    import time
+
+    return _TUNE_SEP.join([campaign, *([stage] if stage else []), time.strftime(_TUNE_STAMP, time.localtime(when))])
+
+
+def tune_experiment_campaign(name: str) -> str | None:
+    """The campaign of a ``tune_experiment`` directory name (None: not one)."""
+    parts = name.split(_TUNE_SEP)
+    return parts[0] if len(parts) in (2, 3) and parts[0] else None

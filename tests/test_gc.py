@@ -101,3 +101,12 @@ def test_dry_run_then_gc_then_rerun_trains_nothing(ran):
     assert again.exit_code == 0, again.output
     assert "dense 0 ran/1 skipped, trajectory 0 ran/1 skipped, branch 0 ran/1 skipped" in again.output
     assert rows(st) == before
+
+
+def test_tune_directories_name_their_campaign_exactly():
+    # campaign names may contain '-', so "a-dense"'s directories must not be taken for "a"'s
+    for campaign in ("a", "a-dense", "a.b_c-1"):
+        for stage in (None, "dense", "branch"):
+            name = paths.tune_experiment(campaign, stage)
+            assert paths.tune_experiment_campaign(name) == campaign, name
+    assert paths.tune_experiment_campaign("a-dense-20261207-230014") is None  # not a directory we name
