@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import ray
 from ray import tune
 
-from orchestrator import faults, paths, tables
+from orchestrator import faults, paths, tables, worker_signals
 from orchestrator.committer import COMMIT_ORDER, Committer
 from orchestrator.lease import Lease, acquire
 from orchestrator.ledger import UnitMarker, now
@@ -41,6 +41,7 @@ from orchestrator.spec import Campaign
 from orchestrator.store import Store
 from orchestrator.units import run_unit, runnable
 from trainers.config import CheckpointConfig
+from trainers.preemption import Preempted
 
 GUIDED_DIVISOR = 2  # a bundle takes 1/(2 x slots) of the remaining work (see make_bundles)
 REPORT_EVERY_S = 2.0  # a bundle reports progress at most this often (each report is a driver round trip)
@@ -148,6 +149,8 @@ def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, stor
                     continue  # blocked: left for the driver to report
                 try:
                     run_unit(store, campaign, unit, node=node, actor=actor, checkpoint=checkpoint)
+                except Preempted:  # SIGTERM: checkpointed, the worker is ending; Tune's retry continues it
+                    raise
                 except Exception as e:  # noqa: BLE001 - recorded in the unit's marker; retried via Tune
                     errors.append(f"{unit.unit_id}: {type(e).__name__}: {e}")
                     continue
@@ -182,13 +185,15 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     """
     if ray.is_initialized():
         return False
+    # this job's workers checkpoint a running training on SIGTERM before they end (worker_signals)
+    runtime_env = {"worker_process_setup_hook": worker_signals.HOOK}
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
     else:
         # address="local": always a new embedded Ray. Without it ray.init() follows RAY_ADDRESS or the
         # address file of any `ray start` cluster on this machine (and fails, as num_cpus is given).
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                 log_to_driver=False)
+                 log_to_driver=False, runtime_env=runtime_env)
     return True
 
 

@@ -23,6 +23,7 @@ from orchestrator.checkpoints import UnitCheckpoints
 from orchestrator.ledger import UnitMarker, now
 from orchestrator.plan import Unit
 from orchestrator.store import Store
+from trainers import preemption
 from trainers.checkpoint import CheckpointSlot
 from trainers.config import CheckpointConfig
 from trainers.records import LevelSummary, MaskLayerStats, Record
@@ -87,7 +88,8 @@ def run_unit(store: Store, campaign: str, unit: Unit, *, node: str | None = None
 
     try:
         body = {"dense": _run_dense, "trajectory": _run_trajectory, "branch": _run_branch}[unit.stage]
-        status, reason = body(store, campaign, unit, device, marker.levels_done, level_written, ckpts.slot())
+        with preemption.checkpointing_training():  # a SIGTERM waits for its checkpoint (worker_signals)
+            status, reason = body(store, campaign, unit, device, marker.levels_done, level_written, ckpts.slot())
     except BaseException as e:
         marker.reason = f"{type(e).__name__}: {e}"
         level_done(marker.levels_done)  # the checkpoint stays: the retry continues from it

@@ -125,3 +125,66 @@ def test_worker_sigkill_mid_training_resumes_from_the_checkpoint(local_ray, tmp_
     assert a.keys() == b.keys() and len(a) > 0
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
     assert not list((store / paths.CHECKPOINTS).rglob("*.ckpt"))  # finished trainings leave no checkpoint
+
+
+# The same units, trained long enough for a SIGTERM to land mid-training, and checkpointed only on
+# request (every 60 minutes: never on its own in this test), so a resume proves the SIGTERM's checkpoint.
+TERM_CAMPAIGN = CAMPAIGN.replace("epochs: 20", "epochs: 100").replace("checkpoint: {every_epochs: 2}",
+                                                                         "checkpoint: {every_minutes: 60}")
+
+
+def test_worker_sigterm_checkpoints_at_once_and_the_retry_continues_bit_identically(local_ray, tmp_path):
+    """What a spot node's notice does to a worker: SIGTERM. The worker's handler (installed by
+    ``lth run`` through Ray's worker setup hook, orchestrator/worker_signals.py) has the running
+    training checkpoint at the end of its batch before the worker ends; Tune's retry continues
+    from there, and rows and weights equal an uninterrupted run's."""
+    assert "epochs: 100" in TERM_CAMPAIGN and "every_minutes: 60" in TERM_CAMPAIGN
+    spec = tmp_path / "ckpt.yaml"
+    spec.write_text(TERM_CAMPAIGN)
+    ref_store = tmp_path / "ref"
+    out = CliRunner().invoke(main, ["run", str(spec), "--store", str(ref_store), "--no-report"])
+    assert out.exit_code == 0, out.output
+
+    store = tmp_path / "store"
+    env = {k: v for k, v in os.environ.items() if k != "LTH_TEST_KILL_AT"}
+    cmd = [sys.executable, "-c", "from orchestrator.cli import main; main()",
+           "run", str(spec), "--store", str(store), "--address", local_ray, "--no-report"]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 300
+        victim = None
+        while victim is None:
+            assert proc.poll() is None, f"driver exited ({proc.returncode}):\n{proc.stdout.read()[-3000:]}"
+            assert time.monotonic() < deadline, "the dense run never started"
+            time.sleep(0.02)
+            victim = next((m for m in markers(store).values() if m["stage"] == "dense" and m["status"] == "running"),
+                          None)
+        time.sleep(1.0)  # into the training (100 epochs take several seconds)
+        assert markers(store)[victim["unit_id"]]["status"] == "running", "the training ended before the SIGTERM"
+        assert not Store(str(store)).exists(paths.checkpoint(NAME, victim["unit_id"]))  # none before the signal
+        os.kill(victim["pid"], signal.SIGTERM)
+        gone = time.monotonic() + 60
+        while Path(f"/proc/{victim['pid']}").exists() and time.monotonic() < gone:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{victim['pid']}").exists(), "the worker did not end after SIGTERM"
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out
+
+    final = markers(store)[victim["unit_id"]]
+    assert final["status"] == "done" and final["attempts"] == 2, final
+    (resume,) = final["resumes"]  # the checkpoint the SIGTERM wrote: mid-training, not epoch 0
+    assert resume["attempt"] == 2 and resume["level"] == 0 and resume["reset"] == "dense"
+    assert 0 < resume["iteration"] and resume["epoch"] < 100
+    for table in TABLES:
+        got = rows(store, table)
+        assert len(got) == len(set(got)), f"{table}: duplicate rows"
+        assert got == rows(ref_store, table), f"{table}: rows differ from the uninterrupted run"
+    a, b = weights(ref_store), weights(store)
+    assert a.keys() == b.keys() and len(a) > 0
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert not list((store / paths.CHECKPOINTS).rglob("*.ckpt"))

@@ -202,6 +202,8 @@ class Checkpointer:
         self.written += 1
         self.last_iteration = ckpt.iteration
         self._last_time, self._last_epoch = self.clock(), ckpt.epoch
+        if self.preempted:
+            preemption.honoured()  # a SIGTERM handler waiting for this checkpoint may end the process now
         return ckpt
 
 

@@ -21,6 +21,9 @@ from collections.abc import Iterator
 EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
 
 _requested = threading.Event()
+_honoured = threading.Event()  # the running training saved its checkpoint after a request
+_running_count = 0
+_count_lock = threading.Lock()
 
 
 class Preempted(Exception):  # noqa: N818 - not an error: the run stopped on request, its checkpoint written
@@ -42,6 +45,35 @@ def request() -> None:
 
 def clear() -> None:
     _requested.clear()
+    _honoured.clear()
+
+
+def honoured() -> None:
+    """The running training wrote its checkpoint after a request (``train`` calls this)."""
+    _honoured.set()
+
+
+def wait_honoured(timeout: float) -> bool:
+    """Wait up to ``timeout`` s for the running training to checkpoint after a request."""
+    return _honoured.wait(timeout)
+
+
+@contextlib.contextmanager
+def checkpointing_training() -> Iterator[None]:
+    """Marks work whose trainings honour preemption requests (they checkpoint into a slot) as
+    running: a SIGTERM handler in another thread waits for a checkpoint only while some is."""
+    global _running_count
+    with _count_lock:
+        _running_count += 1
+    try:
+        yield
+    finally:
+        with _count_lock:
+            _running_count -= 1
+
+
+def training_running() -> bool:
+    return _running_count > 0
 
 
 def _on_sigterm(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
