@@ -20,7 +20,7 @@ Why planted mutants and mutmut side by side: mutmut 3 (dev extra) mutates every 
 every line and works on this layout (``--mutmut MODULES`` runs it in a temp copy), but only where
 the related tests take seconds: orchestrator/plan.py alone (234 lines) gives 300 mutants, and
 trainers/ + analysis/ are ~4,000 lines whose torch-based tests take tens of seconds per mutant,
-days on this machine's 2 shared cores. So ``--mutmut`` covers orchestrator/plan.py, analysis/tables.py, trainers/stats.py and
+days on this machine's 2 shared cores. So ``--mutmut`` covers orchestrator/plan.py, analysis/tables.py, analysis/paired_tests.py, trainers/stats.py and
 trainers/resets.py, and the planted list below covers the training, pruning, trajectory, unit and
 statistics code with the bugs that matter, reviewed one by one (docs/mutation.md).
 ``tests/test_mutation_list.py`` checks in the default run that every planted mutant still
@@ -315,6 +315,7 @@ MUTMUT_TARGETS: dict[str, tuple[str, ...]] = {
     "orchestrator/plan.py": ("tests/test_plan.py", "tests/test_unit_keys.py",
                              "tests/test_bad_specs.py::test_committed_campaign_ids_unchanged"),
     "analysis/tables.py": ("tests/test_science_tables.py",),
+    "analysis/paired_tests.py": ("tests/test_analysis_decisions.py",),
     "trainers/stats.py": ("tests/test_stats.py",),
     "trainers/resets.py": ("tests/test_science_resets.py", "tests/test_trajectory.py"),
 }
