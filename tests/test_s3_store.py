@@ -20,11 +20,13 @@ import duckdb
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
+from click.testing import CliRunner
 from s3_server import s3_server
 from test_faults import CAMPAIGN as FAULTS_CAMPAIGN
 from test_faults import NAME, TABLES, VOLATILE, finish, lth, start_driver
 
 from orchestrator import paths
+from orchestrator.cli import main
 from orchestrator.plan import make_plan
 from orchestrator.spec import parse_campaign
 
@@ -196,3 +198,26 @@ def test_report_on_s3(s3_store, local_store, tmp_path):
     assert table == [line for line in want.splitlines() if line.startswith("|")]
     assert (tmp_path / "s3" / "report.md").read_text() == (tmp_path / "local" / "report.md").read_text()
 
+
+def _bad(s3, args: list[str], **env) -> str:
+    """Output of an ``lth`` command that must refuse: one ``Error:`` line, no traceback."""
+    out = CliRunner().invoke(main, args, env=env)
+    assert out.exit_code == 1 and isinstance(out.exception, SystemExit), (out.output, out.exception)
+    assert out.output.startswith("Error: "), out.output
+    return out.output
+
+
+def test_bad_s3_settings_are_refused_naming_the_setting(s3):
+    store = s3.uri("bad")
+    port = s3.endpoint.rsplit(":", 1)[1]
+    # without a scheme pyarrow would speak TLS to the plain-HTTP server, failing after its retries
+    out = _bad(s3, ["status", "--store", store], AWS_ENDPOINT_URL=f"127.0.0.1:{port}")
+    assert f"AWS_ENDPOINT_URL='127.0.0.1:{port}': expected http://HOST:PORT" in out
+    out = _bad(s3, ["sql", "SELECT 1", "--store", store], AWS_ENDPOINT_URL_S3="http://127.0.0.1:1")
+    assert "AWS_ENDPOINT_URL_S3='http://127.0.0.1:1' differs from AWS_ENDPOINT_URL" in out
+    # an endpoint in the URI would reach pyarrow but neither delta-rs nor Ray Tune
+    out = _bad(s3, ["status", "--store", f"{store}?endpoint_override=127.0.0.1:{port}&scheme=http"])
+    assert "options in the URI are not passed to every client" in out and "AWS_ENDPOINT_URL" in out
+    out = _bad(s3, ["status", "--store", "s3://no-such-bucket/x"])
+    assert "store s3://no-such-bucket/x: cannot open it:" in out and "no-such-bucket" in out
+    assert f"AWS_ENDPOINT_URL={s3.endpoint}" in out  # the settings in effect, to compare with the intended ones
