@@ -76,7 +76,9 @@ def storage_options(store: Store) -> dict[str, str] | None:
         return None
     options = s3_settings()
     region = options.pop("AWS_DEFAULT_REGION", None)
-    options.setdefault("AWS_REGION", region or "us-east-1")
+    # Without a region variable pyarrow looked the bucket's region up (on AWS itself) and delta-rs
+    # would not: it would sign for us-east-1 and a bucket elsewhere answers with a redirect.
+    options.setdefault("AWS_REGION", region or getattr(store.fs, "region", None) or "us-east-1")
     if options.get("AWS_ENDPOINT_URL", "").startswith("http://"):
         options["AWS_ALLOW_HTTP"] = "true"
     options["AWS_S3_ALLOW_UNSAFE_RENAME"] = "true"  # single committer: see the docstring
