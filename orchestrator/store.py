@@ -293,11 +293,14 @@ class Store:
         """Write ``data`` at ``path`` atomically (temp name + rename locally, one PUT on object stores)."""
         final = self.full(path)
         parent = posixpath.dirname(final)
-        self.fs.create_dir(parent, recursive=True)
         if not self._atomic_rename:
+            # An object store has no directories: a PUT of the key is all. (pyarrow's create_dir
+            # there costs a request per missing path level, for markers nothing needs: every
+            # S3 write paid several round trips more than the PUT.)
             with self.fs.open_output_stream(final) as out:
                 out.write(data)
             return
+        self.fs.create_dir(parent, recursive=True)
         # The temporary name never ends in .parquet: a glob over `*.parquet` (DuckDB, pyarrow)
         # must not pick up half a file left by a killed writer.
         tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(final)}{TMP_SUFFIX}")
