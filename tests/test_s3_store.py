@@ -12,6 +12,7 @@ again, must end with the same rows, none duplicated.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import signal
 from pathlib import Path
@@ -221,3 +222,27 @@ def test_bad_s3_settings_are_refused_naming_the_setting(s3):
     out = _bad(s3, ["status", "--store", "s3://no-such-bucket/x"])
     assert "store s3://no-such-bucket/x: cannot open it:" in out and "no-such-bucket" in out
     assert f"AWS_ENDPOINT_URL={s3.endpoint}" in out  # the settings in effect, to compare with the intended ones
+
+
+def test_lease_on_s3_refuses_a_second_driver_and_takes_over_a_dead_one(s3):
+    """The object-store variant of the lease (write, settle, read back: S3 has no lock)."""
+    from test_store_lease import dead_pid, write_lease
+
+    from orchestrator.lease import LeaseHeld, acquire, read
+    from orchestrator.store import Store
+
+    store = Store(s3.uri("lease"))
+    held = acquire(store, "c")
+    try:
+        with pytest.raises(LeaseHeld) as e:
+            acquire(store, "c")
+        assert f"pid {os.getpid()}, since {held.record.since[:19]}" in str(e.value), str(e.value)
+    finally:
+        held.release()
+    assert read(store, "c") is None  # released: the lease object is deleted
+    dead = write_lease(store, "c", pid=dead_pid())  # a driver of this host that was SIGKILLed
+    taker = acquire(store, "c")
+    try:
+        assert read(store, "c") == taker.record and taker.record.run_id != dead.run_id
+    finally:
+        taker.release()
