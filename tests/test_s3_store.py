@@ -7,7 +7,8 @@ as every node of a cluster must. The same campaign also runs on a local store: t
 must hold the same rows (all four tables, without the columns that measure the run), and
 ``lth status``, ``lth sql`` and ``lth report`` must print the same as on the local store.
 A driver SIGKILLed at commit and compaction kill points (orchestrator/faults.py), then run
-again, must end with the same rows, none duplicated.
+again, must end with the same rows, none duplicated. Fast (no Ray): bad S3 settings are refused
+in one line naming the setting, and the lease's object-store variant holds.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from orchestrator.spec import parse_campaign
 pytestmark = pytest.mark.timeout(600)
 
 # test_faults' one-family campaign (three units, one per stage) with fewer epochs: no kill here
-# has to land inside a training, and this module runs it three times and a half.
+# has to land inside a training, and this module runs it three times (local, S3, killed and rerun).
 CAMPAIGN = FAULTS_CAMPAIGN.replace("epochs: 8,", "epochs: 3,")
 assert CAMPAIGN != FAULTS_CAMPAIGN
 
