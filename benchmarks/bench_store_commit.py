@@ -11,11 +11,15 @@ unit by unit as ``lth run`` writes them:
   file per table (``Store.write_records``), never compacted.
 
 Printed: write and commit seconds per 1,000 units, data files, and query times (our views:
-``connect`` + query; plain DuckDB ``read_parquet`` over the table's files) for
+``connect`` + query; plain clients over the table's current files: DuckDB over a pyarrow
+dataset, and DuckDB's ``read_parquet`` on local disk) for
 ``count(*)`` over metrics and the README's rewind-minus-reinit join, before and after
 compaction. No training: the rows are synthetic, the writers and readers are the real ones.
 
-    .venv/bin/python benchmarks/bench_store_commit.py [--seeds 100] [--levels 3] [--batch 25]
+    .venv/bin/python benchmarks/bench_store_commit.py [--seeds 100] [--levels 3] [--batch 25] [--s3]
+
+``--s3`` runs the same measurement on an ``s3://`` store served by moto on loopback (in this
+process, configured by the README's AWS_* variables) and prints it beside the local disk.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import typing
 from pathlib import Path
 
 import duckdb
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from any directory
 
@@ -88,21 +94,79 @@ def unit_rows(unit, epochs: int, layers: int = 3) -> list[tuple[str, tuple[str, 
     return out
 
 
-def queries(store: Store) -> dict[str, float]:
+def queries(store: Store) -> dict[str, float | None]:
     def views(q):
         return lambda: connect(store, warn=False).execute(q).fetchall()
 
     out = {"views count(metrics)": best_of(views("SELECT count(*) FROM metrics")),
            "views rewind-reinit join": best_of(views(JOIN))}
-    files = [f for f in tables.scan(store, "metrics").files]
-    listed = ", ".join(f"'{f}'" for f in files)
-    out["duckdb read_parquet count(metrics)"] = best_of(
-        lambda: duckdb.sql(f"SELECT count(*) FROM read_parquet([{listed}])").fetchall())
+    found = tables.scan(store, "metrics").files
+    # A plain client without our code: DuckDB over a pyarrow dataset of the table's files (any filesystem) ...
+    out["plain pyarrow dataset + DuckDB count"] = best_of(
+        lambda: duckdb.from_arrow(pads.dataset(found, filesystem=store.fs, format="parquet")).aggregate(
+            "count(*)").fetchall())
+    # ... and DuckDB's own reader, local files only (s3:// needs DuckDB's httpfs extension, not installed offline)
+    listed = ", ".join(f"'{f}'" for f in found)
+    out["duckdb read_parquet count(metrics)"] = (
+        best_of(lambda: duckdb.sql(f"SELECT count(*) FROM read_parquet([{listed}])").fetchall())
+        if isinstance(store.fs, pafs.LocalFileSystem) else None)
     return out
 
 
 def files(store: Store) -> int:
     return sum(len(tables.scan(store, t).files) for t in COMMIT_ORDER)
+
+
+def measure(root: str, plan, units, rows: dict, batch: int) -> dict[str, float | int | None]:
+    """Every figure of one store location (``root``: a directory or an ``s3://`` prefix), by label."""
+    delta, flat = Store(f"{root}/delta"), Store(f"{root}/flat")
+    committer = Committer(delta, plan)
+    t_stage = 0.0
+    for i, u in enumerate(units):
+        t0 = time.perf_counter()
+        for key, serves, recs in rows[u.unit_id]:
+            delta.stage_records(plan.campaign, key, u.unit_id, serves, recs)
+        UnitMarker(u.unit_id, stage=u.stage, status="done", attempts=1, finished_at=now()).save(delta, plan.campaign)
+        t_stage += time.perf_counter() - t0
+        if (i + 1) % batch == 0:
+            committer.commit()
+    committer.commit()
+    t_commit = committer.stats.seconds
+    before = files(delta)
+    q_before = queries(delta)
+    t0 = time.perf_counter()
+    for t in COMMIT_ORDER:
+        tables.compact(delta, t, plan.campaign)
+    t_compact = time.perf_counter() - t0
+    q_after = queries(delta)
+    t0 = time.perf_counter()
+    for u in units:
+        for key, serves, recs in rows[u.unit_id]:
+            flat.write_records(plan.campaign, key, u.unit_id, serves, recs)
+    t_flat = time.perf_counter() - t0
+    q_flat = queries(flat)
+    per = 1000 / len(units)
+    out = {
+        "delta: stage, s per 1,000 units": t_stage * per,
+        "delta: commit, s per 1,000 units": t_commit * per,
+        "delta: ms per commit": t_commit / committer.stats.batches * 1000,
+        "delta: data files before compaction": before,
+        "delta: compaction, s": t_compact,
+        "delta: data files after compaction": files(delta),
+        "per-file: write, s per 1,000 units": t_flat * per,
+        "per-file: data files": files(flat),
+    }
+    for q in q_before:
+        out[f"{q}, s: per-file"] = q_flat[q]
+        out[f"{q}, s: delta"] = q_before[q]
+        out[f"{q}, s: compacted"] = q_after[q]
+    return out
+
+
+def _cell(value: float | int | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:d}" if isinstance(value, int) else f"{value:.3f}"
 
 
 def main() -> None:
@@ -111,48 +175,31 @@ def main() -> None:
     p.add_argument("--levels", type=int, default=3)
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch", type=int, default=25, help="units per commit")
+    p.add_argument("--s3", action="store_true",
+                   help="also measure on an s3:// store (moto's S3 server on loopback, tests/s3_server.py) "
+                        "and print it beside the local disk")
     args = p.parse_args()
     plan = make_plan(parse_campaign(SPEC.format(seeds=list(range(args.seeds)), levels=args.levels,
                                                 epochs=args.epochs)))
     units = [u for stage in ("dense", "trajectory", "branch") for u in plan.stage(stage)]
     rows = {u.unit_id: unit_rows(u, args.epochs) for u in units}
-    n = len(units)
-    print(f"{n} units, {len(plan.cells)} cells, {args.levels} levels, {args.epochs} epochs; commit every {args.batch} units")
+    print(f"{len(units)} units, {len(plan.cells)} cells, {args.levels} levels, {args.epochs} epochs; "
+          f"commit every {args.batch} units; queries: best of 3")
+    columns = {}
     with tempfile.TemporaryDirectory() as tmp:
-        delta, flat = Store(f"{tmp}/delta"), Store(f"{tmp}/flat")
-        committer = Committer(delta, plan)
-        t_stage = 0.0
-        for i, u in enumerate(units):
-            t0 = time.perf_counter()
-            for key, serves, recs in rows[u.unit_id]:
-                delta.stage_records(plan.campaign, key, u.unit_id, serves, recs)
-            UnitMarker(u.unit_id, stage=u.stage, status="done", attempts=1, finished_at=now()).save(delta, plan.campaign)
-            t_stage += time.perf_counter() - t0
-            if (i + 1) % args.batch == 0:
-                committer.commit()
-        committer.commit()
-        t_commit = committer.stats.seconds
-        before = files(delta)
-        q_before = queries(delta)
-        t0 = time.perf_counter()
-        for t in COMMIT_ORDER:
-            tables.compact(delta, t, plan.campaign)
-        t_compact = time.perf_counter() - t0
-        q_after = queries(delta)
-        t0 = time.perf_counter()
-        for u in units:
-            for key, serves, recs in rows[u.unit_id]:
-                flat.write_records(plan.campaign, key, u.unit_id, serves, recs)
-        t_flat = time.perf_counter() - t0
-        q_flat = queries(flat)
-        per = 1000 / n
-        print(f"delta:    stage {t_stage * per:.1f} s + commit {t_commit * per:.1f} s per 1,000 units "
-              f"({committer.stats.batches} commits, {t_commit / committer.stats.batches * 1000:.0f} ms each); "
-              f"{before} data files -> compaction {t_compact:.2f} s -> {files(delta)} files")
-        print(f"per-file: write {t_flat * per:.1f} s per 1,000 units; {files(flat)} data files")
-        print(f"{'query (best of 3, s)':40s} {'per-file':>9s} {'delta':>9s} {'compacted':>10s}")
-        for q in q_before:
-            print(f"{q:40s} {q_flat[q]:9.3f} {q_before[q]:9.3f} {q_after[q]:10.3f}")
+        columns["local disk"] = measure(tmp, plan, units, rows, args.batch)
+    if args.s3:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from s3_server import s3_server  # the tests' loopback server: the same variables a user sets
+
+        with s3_server() as server:
+            # the server runs in this process: its request handling is part of the S3 figures
+            columns[f"S3 (moto, {server.endpoint})"] = measure(server.uri("bench"), plan, units, rows, args.batch)
+    width = max(len(k) for k in next(iter(columns.values())))
+    print(f"{'':{width}s}  " + "  ".join(f"{c:>12s}" for c in columns))
+    for label in next(iter(columns.values())):
+        print(f"{label:{width}s}  " + "  ".join(f"{_cell(col[label]):>{max(12, len(c))}s}"
+                                                for c, col in columns.items()))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,16 @@ class _LthGroup(click.Group):
             self._analysis()
         return super().get_command(ctx, cmd_name)
 
+    def invoke(self, ctx: click.Context):
+        """A store that cannot be opened or read (a bad S3 setting, a missing bucket, an unreadable
+        table) is the user's to fix: one line naming the store and the setting, no traceback."""
+        from orchestrator.store import StoreError
+
+        try:
+            return super().invoke(ctx)
+        except StoreError as e:
+            raise click.ClickException(str(e)) from None
+
 
 @click.group(cls=_LthGroup)
 def main() -> None:

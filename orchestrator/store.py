@@ -56,6 +56,42 @@ class StoreError(ValueError):
     """Bad input to the store (unknown table, invalid name, data not matching the schema)."""
 
 
+# An s3:// store is configured by the AWS SDKs' standard environment variables, read by every
+# client of the store: pyarrow's S3FileSystem (markers, staging, artifacts; Ray Tune's
+# storage), delta-rs (the tables: ``tables.storage_options``) and boto-based tools. Every node
+# of a cluster needs the same ones (credentials may come from an instance profile instead).
+S3_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+                "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+S3_HELP = ("an s3:// store is configured by the environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+           "(or an instance profile), AWS_REGION, and AWS_ENDPOINT_URL=http(s)://HOST:PORT for an S3-compatible "
+           "server such as MinIO; see the README, 'S3 stores'")
+
+
+def s3_settings() -> dict[str, str]:
+    """The S3 variables (``S3_VARIABLES``) set in this process's environment, checked: the one
+    place the store's S3 configuration is read. Raises ``StoreError`` naming the variable."""
+    env = {k: v for k in S3_VARIABLES if (v := os.environ.get(k))}
+    endpoint = env.get("AWS_ENDPOINT_URL")
+    if endpoint is not None:
+        parts = urllib.parse.urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+            # without a scheme pyarrow would speak TLS to a plain-HTTP server and fail after its retries
+            raise StoreError(f"AWS_ENDPOINT_URL={endpoint!r}: expected http://HOST:PORT or https://HOST[:PORT], "
+                             "the S3 API endpoint without a path (the bucket goes in the store URI)")
+    specific = os.environ.get("AWS_ENDPOINT_URL_S3")
+    if specific and specific != endpoint:
+        # pyarrow and delta-rs do not both read it: markers and tables would land on different servers
+        raise StoreError(f"AWS_ENDPOINT_URL_S3={specific!r} differs from AWS_ENDPOINT_URL={endpoint!r}: not every "
+                         "client of the store reads AWS_ENDPOINT_URL_S3; set AWS_ENDPOINT_URL to the S3 endpoint")
+    return env
+
+
+def _describe_s3(env: dict[str, str]) -> str:
+    creds = "AWS_ACCESS_KEY_ID set" if "AWS_ACCESS_KEY_ID" in env else "AWS_ACCESS_KEY_ID not set"
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "not set"
+    return f"AWS_ENDPOINT_URL={env.get('AWS_ENDPOINT_URL', 'not set (AWS itself)')}, AWS_REGION={region}, {creds}"
+
+
 @dataclass(frozen=True)
 class BadFile:
     """A file under a table directory that is not read as data, and why."""
@@ -209,17 +245,28 @@ class Store:
 
     def __init__(self, uri: str | os.PathLike):
         text = os.fspath(uri)
-        if "://" in text:
-            self.fs, root = pafs.FileSystem.from_uri(text)
-            self.uri = text
-        else:
-            self.fs, root = pafs.LocalFileSystem(), os.path.abspath(text)
-            self.uri = root
-        self.root = root.rstrip("/") or "/"
+        s3 = text.startswith("s3://")
+        env = s3_settings() if s3 else {}
+        if "://" in text and urllib.parse.urlsplit(text).query:
+            # pyarrow would honour ?endpoint_override=..., but the URI is also handed to delta-rs
+            # (tables) and Ray Tune (storage under <store>/_ray), which would not see it
+            raise StoreError(f"store {text!r}: options in the URI are not passed to every client of the store; "
+                             f"give the URI without '?...': {S3_HELP}")
+        try:
+            if "://" in text:
+                self.fs, root = pafs.FileSystem.from_uri(text)
+                self.uri = text
+            else:
+                self.fs, root = pafs.LocalFileSystem(), os.path.abspath(text)
+                self.uri = root
+            self.root = root.rstrip("/") or "/"
+            self.fs.create_dir(self.root, recursive=True)
+        except OSError as e:  # an unreachable endpoint, a missing bucket, refused credentials...
+            hint = f" [{_describe_s3(env)}; {S3_HELP}]" if s3 else ""
+            raise StoreError(f"store {text}: cannot open it: {e}{hint}") from None
         # Rename-into-place is atomic only on a real filesystem; object stores publish a PUT atomically.
         self._atomic_rename = isinstance(self.fs, pafs.LocalFileSystem) or self.fs.type_name in ("local", "mock")
         self._footer_cache: dict[tuple[str, int, int | None], str | None] = {}
-        self.fs.create_dir(self.root, recursive=True)
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
@@ -246,11 +293,14 @@ class Store:
         """Write ``data`` at ``path`` atomically (temp name + rename locally, one PUT on object stores)."""
         final = self.full(path)
         parent = posixpath.dirname(final)
-        self.fs.create_dir(parent, recursive=True)
         if not self._atomic_rename:
+            # An object store has no directories: a PUT of the key is all. (pyarrow's create_dir
+            # there costs a request per missing path level, for markers nothing needs: every
+            # S3 write paid several round trips more than the PUT.)
             with self.fs.open_output_stream(final) as out:
                 out.write(data)
             return
+        self.fs.create_dir(parent, recursive=True)
         # The temporary name never ends in .parquet: a glob over `*.parquet` (DuckDB, pyarrow)
         # must not pick up half a file left by a killed writer.
         tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(final)}{TMP_SUFFIX}")

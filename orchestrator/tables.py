@@ -21,7 +21,6 @@ compaction replaced and also the file that replaced it. Only the driver writes t
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 import urllib.parse
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from orchestrator import paths, schema
-from orchestrator.store import BadFile, Store, StoreError, StoreScan
+from orchestrator.store import BadFile, Store, StoreError, StoreScan, s3_settings
 
 if TYPE_CHECKING:  # pyarrow.dataset costs ~0.3 s to import: `lth status` does without it
     import pyarrow.dataset as ds
@@ -69,15 +68,17 @@ def _local_types() -> tuple[type, ...]:
 
 def storage_options(store: Store) -> dict[str, str] | None:
     """delta-rs object-store options for an ``s3://`` store, from the same environment
-    variables pyarrow reads (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``,
-    ``AWS_ENDPOINT_URL``). A plain-HTTP endpoint (a local S3 server) is allowed. Commits
+    variables pyarrow reads (``store.s3_settings``: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_REGION``, ``AWS_ENDPOINT_URL``). A plain-HTTP endpoint (a local S3 server) is allowed. Commits
     are safe without a locking provider because one driver holds the campaign's lease
     (``orchestrator/lease.py``) and is the only committer."""
     if isinstance(store.fs, _local_types()):
         return None
-    options = {k: v for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
-                              "AWS_ENDPOINT_URL") if (v := os.environ.get(k))}
-    options.setdefault("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    options = s3_settings()
+    region = options.pop("AWS_DEFAULT_REGION", None)
+    # Without a region variable pyarrow looked the bucket's region up (on AWS itself) and delta-rs
+    # would not: it would sign for us-east-1 and a bucket elsewhere answers with a redirect.
+    options.setdefault("AWS_REGION", region or getattr(store.fs, "region", None) or "us-east-1")
     if options.get("AWS_ENDPOINT_URL", "").startswith("http://"):
         options["AWS_ALLOW_HTTP"] = "true"
     options["AWS_S3_ALLOW_UNSAFE_RENAME"] = "true"  # single committer: see the docstring
