@@ -4,12 +4,14 @@ final weights equal an uninterrupted run's bit for bit; the checkpoint is gone a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -75,48 +77,50 @@ def weights(store: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_worker_sigkill_mid_training_resumes_from_the_checkpoint(local_ray, tmp_path):
-    spec = tmp_path / "ckpt.yaml"
-    spec.write_text(CAMPAIGN)
-    ref_store = tmp_path / "ref"
-    out = CliRunner().invoke(main, ["run", str(spec), "--store", str(ref_store), "--no-report"])
+def run_reference(spec: Path, store: Path) -> None:
+    out = CliRunner().invoke(main, ["run", str(spec), "--store", str(store), "--no-report"])
     assert out.exit_code == 0, out.output
 
-    store = tmp_path / "store"
+
+@contextlib.contextmanager
+def driver(spec: Path, store: Path, address: str) -> Iterator[subprocess.Popen]:
+    """``lth run`` as a subprocess attached to the module's Ray (its own session: killed whole if
+    the test fails before it ends)."""
     env = {k: v for k, v in os.environ.items() if k != "LTH_TEST_KILL_AT"}
     cmd = [sys.executable, "-c", "from orchestrator.cli import main; main()",
-           "run", str(spec), "--store", str(store), "--address", local_ray, "--no-report"]
+           "run", str(spec), "--store", str(store), "--address", address, "--no-report"]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
-        deadline = time.monotonic() + 300
-        victim = ckpt = None
-        while ckpt is None or ckpt.epoch < 2:
-            assert proc.poll() is None, f"driver exited ({proc.returncode}):\n{proc.stdout.read()[-3000:]}"
-            assert time.monotonic() < deadline, "no checkpoint of the dense run appeared"
-            time.sleep(0.02)
-            victim = next((m for m in markers(store).values() if m["stage"] == "dense" and m["status"] == "running"),
-                          None)
-            if victim is not None:
-                data = Store(str(store)).get_bytes(paths.checkpoint(NAME, victim["unit_id"]))
-                ckpt = TrainingCheckpoint.from_bytes(data) if data else None  # atomic: complete when present
-        cmdline = Path(f"/proc/{victim['pid']}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        assert "ray" in cmdline.lower(), cmdline  # a Ray worker, nothing else
-        os.kill(victim["pid"], signal.SIGKILL)
-        out, _ = proc.communicate(timeout=600)
+        yield proc
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def completes(proc: subprocess.Popen) -> None:
+    out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
 
-    final = markers(store)[victim["unit_id"]]
-    assert final["status"] == "done" and final["attempts"] == 2, final
-    (resume,) = final["resumes"]  # the retry started from the checkpoint, not from epoch 0
-    assert resume["attempt"] == 2 and resume["level"] == 0 and resume["reset"] == "dense"
-    assert 20 > resume["epoch"] >= ckpt.epoch >= 2 and resume["epoch"] % 2 == 0
-    assert resume["iteration"] == resume["epoch"] * (ckpt.iteration // ckpt.epoch)
 
+def the_retry(store: Path, unit_id: str) -> dict:
+    """The dense unit's one resume: it finished on its second attempt, continuing a checkpoint."""
+    final = markers(store)[unit_id]
+    assert final["status"] == "done" and final["attempts"] == 2, final
+    (resume,) = final["resumes"]
+    assert resume["attempt"] == 2 and resume["level"] == 0 and resume["reset"] == "dense"
+    return resume
+
+
+def running_dense(proc: subprocess.Popen, store: Path) -> dict | None:
+    assert proc.poll() is None, f"driver exited ({proc.returncode}):\n{proc.stdout.read()[-3000:]}"
+    time.sleep(0.02)
+    return next((m for m in markers(store).values() if m["stage"] == "dense" and m["status"] == "running"), None)
+
+
+def assert_equals_reference(store: Path, ref_store: Path) -> None:
+    """Rows (no duplicates) and every artifact tensor equal the uninterrupted run's; no checkpoint left."""
     for table in TABLES:
         got = rows(store, table)
         assert len(got) == len(set(got)), f"{table}: duplicate rows"
@@ -125,6 +129,29 @@ def test_worker_sigkill_mid_training_resumes_from_the_checkpoint(local_ray, tmp_
     assert a.keys() == b.keys() and len(a) > 0
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
     assert not list((store / paths.CHECKPOINTS).rglob("*.ckpt"))  # finished trainings leave no checkpoint
+
+
+def test_worker_sigkill_mid_training_resumes_from_the_checkpoint(local_ray, tmp_path):
+    spec, ref_store, store = tmp_path / "ckpt.yaml", tmp_path / "ref", tmp_path / "store"
+    spec.write_text(CAMPAIGN)
+    run_reference(spec, ref_store)
+    with driver(spec, store, local_ray) as proc:
+        deadline = time.monotonic() + 300
+        victim = ckpt = None
+        while ckpt is None or ckpt.epoch < 2:
+            assert time.monotonic() < deadline, "no checkpoint of the dense run appeared"
+            victim = running_dense(proc, store)
+            if victim is not None:
+                data = Store(str(store)).get_bytes(paths.checkpoint(NAME, victim["unit_id"]))
+                ckpt = TrainingCheckpoint.from_bytes(data) if data else None  # atomic: complete when present
+        cmdline = Path(f"/proc/{victim['pid']}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        assert "ray" in cmdline.lower(), cmdline  # a Ray worker, nothing else
+        os.kill(victim["pid"], signal.SIGKILL)
+        completes(proc)
+    resume = the_retry(store, victim["unit_id"])  # started from the checkpoint, not from epoch 0
+    assert 20 > resume["epoch"] >= ckpt.epoch >= 2 and resume["epoch"] % 2 == 0
+    assert resume["iteration"] == resume["epoch"] * (ckpt.iteration // ckpt.epoch)
+    assert_equals_reference(store, ref_store)
 
 
 # The same units, trained long enough for a SIGTERM to land mid-training, and checkpointed only on
@@ -139,27 +166,15 @@ def test_worker_sigterm_checkpoints_at_once_and_the_retry_continues_bit_identica
     training checkpoint at the end of its batch before the worker ends; Tune's retry continues
     from there, and rows and weights equal an uninterrupted run's."""
     assert "epochs: 100" in TERM_CAMPAIGN and "every_minutes: 60" in TERM_CAMPAIGN
-    spec = tmp_path / "ckpt.yaml"
+    spec, ref_store, store = tmp_path / "ckpt.yaml", tmp_path / "ref", tmp_path / "store"
     spec.write_text(TERM_CAMPAIGN)
-    ref_store = tmp_path / "ref"
-    out = CliRunner().invoke(main, ["run", str(spec), "--store", str(ref_store), "--no-report"])
-    assert out.exit_code == 0, out.output
-
-    store = tmp_path / "store"
-    env = {k: v for k, v in os.environ.items() if k != "LTH_TEST_KILL_AT"}
-    cmd = [sys.executable, "-c", "from orchestrator.cli import main; main()",
-           "run", str(spec), "--store", str(store), "--address", local_ray, "--no-report"]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    try:
+    run_reference(spec, ref_store)
+    with driver(spec, store, local_ray) as proc:
         deadline = time.monotonic() + 300
         victim = None
         while victim is None:
-            assert proc.poll() is None, f"driver exited ({proc.returncode}):\n{proc.stdout.read()[-3000:]}"
             assert time.monotonic() < deadline, "the dense run never started"
-            time.sleep(0.02)
-            victim = next((m for m in markers(store).values() if m["stage"] == "dense" and m["status"] == "running"),
-                          None)
+            victim = running_dense(proc, store)
         time.sleep(1.0)  # into the training (100 epochs take several seconds)
         assert markers(store)[victim["unit_id"]]["status"] == "running", "the training ended before the SIGTERM"
         assert not Store(str(store)).exists(paths.checkpoint(NAME, victim["unit_id"]))  # none before the signal
@@ -168,23 +183,7 @@ def test_worker_sigterm_checkpoints_at_once_and_the_retry_continues_bit_identica
         while Path(f"/proc/{victim['pid']}").exists() and time.monotonic() < gone:
             time.sleep(0.05)
         assert not Path(f"/proc/{victim['pid']}").exists(), "the worker did not end after SIGTERM"
-        out, _ = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, out
-
-    final = markers(store)[victim["unit_id"]]
-    assert final["status"] == "done" and final["attempts"] == 2, final
-    (resume,) = final["resumes"]  # the checkpoint the SIGTERM wrote: mid-training, not epoch 0
-    assert resume["attempt"] == 2 and resume["level"] == 0 and resume["reset"] == "dense"
+        completes(proc)
+    resume = the_retry(store, victim["unit_id"])  # from the checkpoint the SIGTERM wrote, mid-training
     assert 0 < resume["iteration"] and resume["epoch"] < 100
-    for table in TABLES:
-        got = rows(store, table)
-        assert len(got) == len(set(got)), f"{table}: duplicate rows"
-        assert got == rows(ref_store, table), f"{table}: rows differ from the uninterrupted run"
-    a, b = weights(ref_store), weights(store)
-    assert a.keys() == b.keys() and len(a) > 0
-    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
-    assert not list((store / paths.CHECKPOINTS).rglob("*.ckpt"))
+    assert_equals_reference(store, ref_store)
