@@ -105,6 +105,32 @@ def files(store: Store) -> int:
     return sum(len(tables.scan(store, t).files) for t in COMMIT_ORDER)
 
 
+def make_units(seeds: int, levels: int, epochs: int):
+    """The benchmark campaign's plan, its units in the order ``lth run`` runs them, and each
+    unit's rows (``unit_rows``). Shared with ``bench_table_formats.py``."""
+    plan = make_plan(parse_campaign(SPEC.format(seeds=list(range(seeds)), levels=levels, epochs=epochs)))
+    units = [u for stage in ("dense", "trajectory", "branch") for u in plan.stage(stage)]
+    return plan, units, {u.unit_id: unit_rows(u, epochs) for u in units}
+
+
+def stage_and_commit(store: Store, plan, units, rows, batch: int) -> tuple[float, Committer]:
+    """Every unit stages its rows and finishes its marker, as a worker does; the driver's
+    ``Committer`` commits every ``batch`` units and once at the end. Returns (staging seconds,
+    the committer: its ``stats.seconds`` is the commit time)."""
+    committer = Committer(store, plan)
+    t_stage = 0.0
+    for i, u in enumerate(units):
+        t0 = time.perf_counter()
+        for key, serves, recs in rows[u.unit_id]:
+            store.stage_records(plan.campaign, key, u.unit_id, serves, recs)
+        UnitMarker(u.unit_id, stage=u.stage, status="done", attempts=1, finished_at=now()).save(store, plan.campaign)
+        t_stage += time.perf_counter() - t0
+        if (i + 1) % batch == 0:
+            committer.commit()
+    committer.commit()
+    return t_stage, committer
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=100)
@@ -112,25 +138,12 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch", type=int, default=25, help="units per commit")
     args = p.parse_args()
-    plan = make_plan(parse_campaign(SPEC.format(seeds=list(range(args.seeds)), levels=args.levels,
-                                                epochs=args.epochs)))
-    units = [u for stage in ("dense", "trajectory", "branch") for u in plan.stage(stage)]
-    rows = {u.unit_id: unit_rows(u, args.epochs) for u in units}
+    plan, units, rows = make_units(args.seeds, args.levels, args.epochs)
     n = len(units)
     print(f"{n} units, {len(plan.cells)} cells, {args.levels} levels, {args.epochs} epochs; commit every {args.batch} units")
     with tempfile.TemporaryDirectory() as tmp:
         delta, flat = Store(f"{tmp}/delta"), Store(f"{tmp}/flat")
-        committer = Committer(delta, plan)
-        t_stage = 0.0
-        for i, u in enumerate(units):
-            t0 = time.perf_counter()
-            for key, serves, recs in rows[u.unit_id]:
-                delta.stage_records(plan.campaign, key, u.unit_id, serves, recs)
-            UnitMarker(u.unit_id, stage=u.stage, status="done", attempts=1, finished_at=now()).save(delta, plan.campaign)
-            t_stage += time.perf_counter() - t0
-            if (i + 1) % args.batch == 0:
-                committer.commit()
-        committer.commit()
+        t_stage, committer = stage_and_commit(delta, plan, units, rows, args.batch)
         t_commit = committer.stats.seconds
         before = files(delta)
         q_before = queries(delta)
