@@ -23,7 +23,7 @@ per-table commit call (``tables.commit``) and the compaction differ:
   rewrites a partition into one file, writes the manifest, then deletes the other files.
 
 Printed per format: driver commit seconds per 1,000 units, data (and metadata) files before
-and after compaction, query times (best of 3: reading the format's file list + DuckDB views
+and after compaction, query times (best of 5 rounds, the formats interleaved: reading the format's file list + DuckDB views
 of ``analysis.views.connect_datasets`` over pyarrow datasets of the live files, then
 ``count(*)`` over metrics / the README's rewind-minus-reinit join), an exactly-once check
 (the last batch re-applied is skipped), and what plain clients read without our code (DuckDB
@@ -59,7 +59,6 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from any directory
 
 from bench_store_commit import JOIN, make_units, stage_and_commit  # noqa: E402 - beside this script
-from timing import best_of  # noqa: E402
 
 from analysis.views import BASE_VIEWS, connect_datasets  # noqa: E402
 from orchestrator import paths, schema, tables  # noqa: E402
@@ -233,11 +232,18 @@ class Manifest:
 FORMATS = (Delta, Iceberg, Manifest)
 
 
-def queries(fmt) -> dict[str, float]:
-    def q(sql):
-        return lambda: connect_datasets(fmt.datasets()).execute(sql).fetchall()
-
-    return {"count(*) metrics": best_of(q(COUNT)), "rewind-reinit join": best_of(q(JOIN))}
+def queries(fmts: dict, rounds: int = 5) -> dict[str, dict[str, float]]:
+    """Best time per format and query over ``rounds`` rounds, each running every format's
+    query once (interleaved, so a busy moment of the shared machine hits all formats): the
+    format's file list, ``connect_datasets`` over it, then the query."""
+    best = {name: {"count(*) metrics": float("inf"), "rewind-reinit join": float("inf")} for name in fmts}
+    for _ in range(rounds):
+        for name, fmt in fmts.items():
+            for q, sql in (("count(*) metrics", COUNT), ("rewind-reinit join", JOIN)):
+                t0 = time.perf_counter()
+                connect_datasets(fmt.datasets()).execute(sql).fetchall()
+                best[name][q] = min(best[name][q], time.perf_counter() - t0)
+    return best
 
 
 def data_files(fmt) -> tuple[int, int]:
@@ -309,11 +315,11 @@ def main() -> None:
     plan, units, rows = make_units(args.seeds, args.levels, args.epochs)
     n = len(units)
     print(f"{n} units, {len(plan.cells)} cells, {args.levels} levels, {args.epochs} epochs; commit every {args.batch} "
-          f"units; best of 3 per query")
+          f"units; queries: best of 5 rounds, formats interleaved")
     res: dict[str, dict] = {}
     errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        fmts = {}
+        fmts, committers = {}, {}
         for cls in FORMATS:
             fmt = fmts[cls.name] = cls(posixpath.join(tmp, cls.name))
             own = [0.0]  # seconds inside the format's commit calls
@@ -327,13 +333,17 @@ def main() -> None:
 
             with mock.patch.object(tables, "commit", timed):  # the Committer's one call into the format
                 t_stage, committer = stage_and_commit(fmt.store, plan, units, rows, args.batch)
+            committers[cls.name] = committer
             r = res[cls.name] = {"stage": t_stage, "commit": committer.stats.seconds, "own": own[0],
                                  "commits": committer.stats.batches}
             r["expected"] = connect_datasets(fmt.datasets()).execute(COUNT).fetchone()[0]
             r["files"] = data_files(fmt)
             r["meta"] = fmt.meta_files()
-            r["q"] = queries(fmt)
             r["plain"] = plain_clients(fmt, r["expected"], errors)
+        for name, q in queries(fmts).items():
+            res[name]["q"] = q
+        for name, fmt in fmts.items():
+            r = res[name]
             looked = [0.0]  # seconds the plain clients took half-way (not compaction time)
 
             def look(fmt=fmt, r=r, looked=looked):
@@ -347,10 +357,13 @@ def main() -> None:
             r["compact"] = time.perf_counter() - t0 - looked[0]
             r["files_c"] = data_files(fmt)
             r["meta_c"] = fmt.meta_files()
-            r["q_c"] = queries(fmt)
             r["plain_c"] = plain_clients(fmt, r["expected"], errors)
             r["join"] = sorted(connect_datasets(fmt.datasets()).execute(JOIN).fetchall())
-            r["exactly_once"] = reapply_skipped(fmt, plan.campaign, committer.app_id, committer.log.batch)
+        for name, q in queries(fmts).items():
+            res[name]["q_c"] = q
+        for name, fmt in fmts.items():
+            res[name]["exactly_once"] = reapply_skipped(fmt, plan.campaign, committers[name].app_id,
+                                                        committers[name].log.batch)
         readers = format_readers(fmts["delta"], fmts["iceberg"], res["delta"]["expected"])
     names = [c.name for c in FORMATS]
     per = 1000 / n
