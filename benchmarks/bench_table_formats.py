@@ -21,16 +21,24 @@ per-table commit call (``tables.commit``) and the compaction differ:
   ``<table>/campaign=<name>/`` and ``<table>/_manifest.json`` names the live files and the
   last batch number per app id (written atomically: temporary name + rename); compaction
   rewrites a partition into one file, writes the manifest, then deletes the other files.
+  (The per-unit files are the workers' staging files, as for the other two; per-unit files
+  read directly from the table directories -- the older layout -- are measured in
+  ``bench_store_commit.py``.)
 
-Printed per format: driver commit seconds per 1,000 units, data (and metadata) files before
-and after compaction, query times (best of 5 rounds, the formats interleaved: reading the format's file list + DuckDB views
-of ``analysis.views.connect_datasets`` over pyarrow datasets of the live files, then
+Printed per format: driver commit seconds per 1,000 units (and the part spent in the
+format's own commit calls), data (and metadata) files before and after compaction, query
+times (best of 5 rounds, the formats interleaved: reading the format's file list, DuckDB
+views of ``analysis.views.connect_datasets`` over pyarrow datasets of the live files, then
 ``count(*)`` over metrics / the README's rewind-minus-reinit join), an exactly-once check
 (the last batch re-applied is skipped), and what plain clients read without our code (DuckDB
-``read_parquet`` glob, pandas, polars) compared with the true row count, before and after
-compaction. No training: the rows are synthetic, the writers and readers are the real ones.
+``read_parquet`` glob, pandas, polars) compared with the true row count: before compaction,
+half-way through the compaction of ``metrics`` (rewritten, old files not yet deleted: for
+Delta, ``tables.compact``'s two steps ``optimize`` and ``vacuum`` with the look in between)
+and after it; then which format-aware readers work here. The run fails if the formats end
+up holding different rows. No training: the rows are synthetic, the writers and readers are
+the real ones.
 
-    .venv/bin/python benchmarks/bench_table_formats.py [--seeds 30] [--levels 3] [--batch 25]
+    .venv/bin/python benchmarks/bench_table_formats.py [--seeds 30] [--levels 3] [--batch 25]   (README: --seeds 167)
 
 Needs ``pyiceberg[sql-sqlite]`` (the ``dev`` extra); the product never imports it.
 """
