@@ -84,9 +84,16 @@ def connect(
     Querying: ``con.sql("SELECT ... FROM cell_levels").df()``.
     """
     store = open_store(store)
+    return connect_datasets({table: table_dataset(store, table, campaign, warn=warn) for table in BASE_VIEWS})
+
+
+def connect_datasets(datasets: dict[str, ds.Dataset]) -> duckdb.DuckDBPyConnection:
+    """``connect``'s read-only connection and views over given pyarrow datasets, one per table
+    of ``BASE_VIEWS`` (columns as ``tables.view_schema``); registered in ``BASE_VIEWS`` order.
+    (``benchmarks/bench_table_formats.py`` reads other table formats' files through it.)"""
     con = duckdb.connect(":memory:")
     for table in BASE_VIEWS:
-        con.register(f"_lth_{table}", table_dataset(store, table, campaign, warn=warn))
+        con.register(f"_lth_{table}", datasets[table])
         con.execute(f"CREATE VIEW {table} AS SELECT * FROM _lth_{table}")
     for view, table in CELL_VIEWS.items():
         con.execute(_cell_view_sql(view, table))

@@ -117,20 +117,36 @@ def files(store: Store) -> int:
     return sum(len(tables.scan(store, t).files) for t in COMMIT_ORDER)
 
 
-def measure(root: str, plan, units, rows: dict, batch: int) -> dict[str, float | int | None]:
-    """Every figure of one store location (``root``: a directory or an ``s3://`` prefix), by label."""
-    delta, flat = Store(f"{root}/delta"), Store(f"{root}/flat")
-    committer = Committer(delta, plan)
+def make_units(seeds: int, levels: int, epochs: int):
+    """The benchmark campaign's plan, its units in the order ``lth run`` runs them, and each
+    unit's rows (``unit_rows``). Shared with ``bench_table_formats.py``."""
+    plan = make_plan(parse_campaign(SPEC.format(seeds=list(range(seeds)), levels=levels, epochs=epochs)))
+    units = [u for stage in ("dense", "trajectory", "branch") for u in plan.stage(stage)]
+    return plan, units, {u.unit_id: unit_rows(u, epochs) for u in units}
+
+
+def stage_and_commit(store: Store, plan, units, rows, batch: int) -> tuple[float, Committer]:
+    """Every unit stages its rows and finishes its marker, as a worker does; the driver's
+    ``Committer`` commits every ``batch`` units and once at the end. Returns (staging seconds,
+    the committer: its ``stats.seconds`` is the commit time)."""
+    committer = Committer(store, plan)
     t_stage = 0.0
     for i, u in enumerate(units):
         t0 = time.perf_counter()
         for key, serves, recs in rows[u.unit_id]:
-            delta.stage_records(plan.campaign, key, u.unit_id, serves, recs)
-        UnitMarker(u.unit_id, stage=u.stage, status="done", attempts=1, finished_at=now()).save(delta, plan.campaign)
+            store.stage_records(plan.campaign, key, u.unit_id, serves, recs)
+        UnitMarker(u.unit_id, stage=u.stage, status="done", attempts=1, finished_at=now()).save(store, plan.campaign)
         t_stage += time.perf_counter() - t0
         if (i + 1) % batch == 0:
             committer.commit()
     committer.commit()
+    return t_stage, committer
+
+
+def measure(root: str, plan, units, rows: dict, batch: int) -> dict[str, float | int | None]:
+    """Every figure of one store location (``root``: a directory or an ``s3://`` prefix), by label."""
+    delta, flat = Store(f"{root}/delta"), Store(f"{root}/flat")
+    t_stage, committer = stage_and_commit(delta, plan, units, rows, batch)
     t_commit = committer.stats.seconds
     before = files(delta)
     q_before = queries(delta)
@@ -179,10 +195,7 @@ def main() -> None:
                    help="also measure on an s3:// store (moto's S3 server on loopback, tests/s3_server.py) "
                         "and print it beside the local disk")
     args = p.parse_args()
-    plan = make_plan(parse_campaign(SPEC.format(seeds=list(range(args.seeds)), levels=args.levels,
-                                                epochs=args.epochs)))
-    units = [u for stage in ("dense", "trajectory", "branch") for u in plan.stage(stage)]
-    rows = {u.unit_id: unit_rows(u, args.epochs) for u in units}
+    plan, units, rows = make_units(args.seeds, args.levels, args.epochs)
     print(f"{len(units)} units, {len(plan.cells)} cells, {args.levels} levels, {args.epochs} epochs; "
           f"commit every {args.batch} units; queries: best of 3")
     columns = {}
