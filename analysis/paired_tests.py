@@ -37,6 +37,17 @@ def _arrays(*xs):
     return [np.asarray(x, dtype=float) for x in xs]
 
 
+def _nct_cdf(df, nc, t):
+    """P(T <= t) for T noncentral t (``df``, noncentrality ``nc``). scipy 1.17's ``nctdtr`` returns
+    NaN in parts of the far tails (e.g. df 1, nc -8.49, t 12.7: the answer is 1 - 3e-16), so a NaN
+    is replaced by the mirror image P(T <= t) = 1 - P(-T <= -t) (-T is noncentral t with -nc), and
+    where that is NaN too, by the normal approximation (there both are within 1e-12 of 0 or 1)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = nctdtr(df, nc, t)
+        v = np.where(np.isnan(v), 1.0 - nctdtr(df, -nc, -t), v)
+        return np.where(np.isnan(v) & ~np.isnan(nc) & ~np.isnan(t), ndtr(t - nc), v)
+
+
 def one_sided_p(n, mean, sd, null: float | np.ndarray = 0.0, upper: bool = True) -> np.ndarray:
     """p of the one-sided paired t-test of H0 "true mean <= null" (``upper``; else ">= null").
     A zero SD decides by the sign of (mean - null); fewer than two pairs give NaN."""
@@ -106,7 +117,7 @@ def power_significant(n, delta, sd, alpha: float = ALPHA) -> np.ndarray:
     df = np.maximum(n - 1, 1)
     tc = stdtrit(df, 1 - alpha / 2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return 1.0 - nctdtr(df, delta * np.sqrt(n) / sd, tc)
+        return 1.0 - _nct_cdf(df, delta * np.sqrt(n) / sd, tc)
 
 
 def power_better(n, delta, sd, margin: float, alpha: float = ALPHA) -> np.ndarray:
@@ -123,8 +134,8 @@ def power_equivalent(n, delta, sd, margin: float, alpha: float = ALPHA) -> np.nd
     df = np.maximum(n - 1, 1)
     tc = stdtrit(df, 1 - alpha)
     with np.errstate(divide="ignore", invalid="ignore"):
-        above_lower = 1.0 - nctdtr(df, (delta + margin) * np.sqrt(n) / sd, tc)
-        below_upper = nctdtr(df, (delta - margin) * np.sqrt(n) / sd, -tc)
+        above_lower = 1.0 - _nct_cdf(df, (delta + margin) * np.sqrt(n) / sd, tc)
+        below_upper = _nct_cdf(df, (delta - margin) * np.sqrt(n) / sd, -tc)
     return np.clip(above_lower + below_upper - 1.0, 0.0, 1.0)
 
 

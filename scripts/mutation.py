@@ -315,7 +315,7 @@ MUTMUT_TARGETS: dict[str, tuple[str, ...]] = {
     "orchestrator/plan.py": ("tests/test_plan.py", "tests/test_unit_keys.py",
                              "tests/test_bad_specs.py::test_committed_campaign_ids_unchanged"),
     "analysis/tables.py": ("tests/test_science_tables.py",),
-    "analysis/paired_tests.py": ("tests/test_analysis_decisions.py",),
+    "analysis/paired_tests.py": ("tests/test_analysis_decisions.py", "tests/test_paired_tests_reference.py"),
     "trainers/stats.py": ("tests/test_stats.py",),
     "trainers/resets.py": ("tests/test_science_resets.py", "tests/test_trajectory.py"),
 }
