@@ -8,8 +8,10 @@
   every level on the trajectory's masks (reinit reuses rewind's masks, as in the papers).
 
 A unit's rows are written once per cell it serves (``serves``); ``unit_id`` names the
-computing unit. ids are short sha256 hashes of canonical settings, so they are stable
-across runs and machines (resume relies on it).
+computing unit. ids are short sha256 hashes of canonical settings plus the version stamps
+of the trainer code the unit runs (``trainers/versions.py``), so they are stable across runs
+and machines (resume relies on it) and name a result exactly: the store serves a finished
+unit to any campaign that plans the same id (``orchestrator/reuse.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from orchestrator.ids import stable_hash
 from orchestrator.spec import Campaign, Cell
 from trainers.config import PruneConfig, RunSetup
 from trainers.records import DENSE
+from trainers.versions import unit_stamps
 
 STAGES = ("dense", "trajectory", "branch")
 
@@ -177,7 +180,7 @@ def make_plan(campaign: Campaign) -> Plan:
             }
         )
         settings = {"stage": "dense", **{x: c0.config[x] for x in ("data", "model", "train", "seed")},
-                    "rewind_iterations": points}
+                    "rewind_iterations": points, "code": unit_stamps("dense", c0.setup, DENSE)}
         uid = "d-" + stable_hash(settings)
         dense_id[k] = uid
         units[uid] = Unit(
@@ -192,7 +195,8 @@ def make_plan(campaign: Campaign) -> Plan:
     traj_cells: dict[str, list[Cell]] = defaultdict(list)
     for c in cells:
         d = dense_id[dense_key[c.trial_id]]
-        tid = "t-" + stable_hash({"stage": "trajectory", "dense": d, "prune": c.config["prune"]})
+        tid = "t-" + stable_hash({"stage": "trajectory", "dense": d, "prune": c.config["prune"],
+                                  "code": unit_stamps("trajectory", c.setup, c.config["prune"]["mask_driver"])})
         traj_cells[tid].append(c)
     branch_units: dict[str, Unit] = {}
     cell_units: dict[str, tuple[str, ...]] = {}
@@ -214,7 +218,8 @@ def make_plan(campaign: Campaign) -> Plan:
             if c.reset != driver:
                 by_reset[c.reset].append(c)
         for reset, rc in by_reset.items():
-            bid = "b-" + stable_hash({"stage": "branch", "trajectory": tid, "reset": reset})
+            bid = "b-" + stable_hash({"stage": "branch", "trajectory": tid, "reset": reset,
+                                      "code": unit_stamps("branch", c0.setup, reset)})
             branch_units[bid] = Unit(
                 unit_id=bid,
                 stage="branch",
