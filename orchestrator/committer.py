@@ -53,8 +53,10 @@ def app_id(campaign: str) -> str:
 
 
 def unit_signature(m: UnitMarker) -> str:
-    """What a commit of the unit's rows depends on: a rerun changes it."""
-    return f"{m.status}|{m.attempts}|{m.levels_done}|{m.finished_at}"
+    """What a commit of the unit's rows depends on: a rerun changes it, and so do rows written
+    again for other cells (``served``, orchestrator/reuse.py; absent from older markers)."""
+    served = m.extra.get("served")
+    return f"{m.status}|{m.attempts}|{m.levels_done}|{m.finished_at}" + (f"|{served}" if served else "")
 
 
 def _row_signature(row: dict) -> str:

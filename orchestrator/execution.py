@@ -37,6 +37,7 @@ from orchestrator.lease import Lease, acquire
 from orchestrator.ledger import UnitMarker, now
 from orchestrator.plan import STAGES, Plan, Unit
 from orchestrator.progress import Progress, ProgressCallback
+from orchestrator.reuse import serve_finished
 from orchestrator.spec import Campaign
 from orchestrator.store import Store
 from orchestrator.units import run_unit, runnable
@@ -50,6 +51,8 @@ REPORT_EVERY_S = 2.0  # a bundle reports progress at most this often (each repor
 class RunSummary:
     campaign: str
     units: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> {ran, skipped, failed, blocked}
+    reused: dict[str, int] = field(default_factory=dict)  # stage -> units served from another campaign's run
+    reused_seconds: float = 0.0  # compute seconds those units took where they were computed
     cells: dict[str, int] = field(default_factory=dict)  # status -> count
     seconds: float = 0.0
     unit_seconds: float = 0.0  # compute seconds of the units run in this invocation
@@ -66,8 +69,11 @@ class RunSummary:
         units = ", ".join(
             f"{s} {v['ran']} ran/{v['skipped']} skipped" + (f"/{v['failed']} failed" if v["failed"] else "")
             + (f"/{v['blocked']} blocked" if v["blocked"] else "")
+            + (f"/{self.reused[s]} reused" if self.reused.get(s) else "")
             for s, v in self.units.items()
         )
+        if sum(self.reused.values()):
+            units += f" (reused units saved {self.reused_seconds:.1f}s of compute)"
         cells = ", ".join(f"{k} {v}" for k, v in self.cells.items() if v)
         store = (f" | store: {self.commits} commit(s) in {self.commit_seconds:.1f}s, "
                  f"{sum(self.files.values())} data file(s) after compaction ({self.phases.get('compact', 0):.1f}s)")
@@ -227,22 +233,24 @@ def run_plan(
             lease.release()
         raise
     _quiet()
-    try:
-        started = connect(address)
-    except BaseException:
-        if own_lease:
-            lease.release()
-        raise
+    started = False
     summary = RunSummary(campaign=plan.campaign)
     try:
-        cpus = ray.cluster_resources().get("CPU", 1.0)
-        summary.slots = max(1, int(cpus // res.cpus_per_trial))
-        if max_concurrent:
-            summary.slots = min(summary.slots, max_concurrent)
         all_units = list(plan.units.values())
         committer = Committer(store, plan, lease=lease)  # first re-applies a batch a killed driver left half committed
         before = dict(committer.refresh(full=True))
-        unfinished = [u for u in all_units if not before[u.unit_id].finished]
+        # units finished in the store (another campaign, or this one for fewer cells) are served, not trained
+        served = serve_finished(store, plan, before)
+        summary.reused = {s: sum(plan.units[uid].stage == s for uid in served.reused) for s in STAGES}
+        summary.reused_seconds = served.saved_seconds
+        current = dict(committer.refresh(full=True)) if served.reused or served.extended else before
+        unfinished = [u for u in all_units if not current[u.unit_id].finished]
+        if unfinished:  # Ray only when something is left to train (a campaign served from the store needs none)
+            started = connect(address)
+            cpus = ray.cluster_resources().get("CPU", 1.0)
+            summary.slots = max(1, int(cpus // res.cpus_per_trial))
+            if max_concurrent:
+                summary.slots = min(summary.slots, max_concurrent)
         fams = families(unfinished)
         if layout == "auto":
             layout = "families" if len(fams) >= 2 * summary.slots else "staged"
@@ -251,7 +259,8 @@ def run_plan(
         if layout == "families":
             progress.label = "all stages"  # from the first line on (staged: the stage's name)
         finished = {uid for uid, m in before.items() if m.finished}
-        progress.begin(skipped={s: sum(u.unit_id in finished for u in plan.stage(s)) for s in STAGES})
+        progress.begin(skipped={s: sum(u.unit_id in finished for u in plan.stage(s)) for s in STAGES},
+                       reused=summary.reused)
         storage = store.uri.rstrip("/") + "/" + paths.ray_storage()
         if "://" not in storage:
             os.makedirs(storage, exist_ok=True)
@@ -282,7 +291,7 @@ def run_plan(
         committer.refresh(full=True)
         committer.commit()
         after = committer.markers
-        summary.units = _stage_counts(plan, before, after)
+        summary.units = _stage_counts(plan, before, after, set(served.reused))
         summary.unit_seconds = sum(m.seconds for m in after.values())
         summary.cells = committer.counts()
         summary.commits, summary.commit_seconds = committer.stats.batches, committer.stats.seconds
@@ -299,14 +308,18 @@ def run_plan(
     return summary
 
 
-def _stage_counts(plan: Plan, before: dict[str, UnitMarker], after: dict[str, UnitMarker]) -> dict[str, dict[str, int]]:
+def _stage_counts(plan: Plan, before: dict[str, UnitMarker], after: dict[str, UnitMarker],
+                 reused: set[str] = frozenset()) -> dict[str, dict[str, int]]:
     """Per stage: skipped (finished before this run), ran (attempted or marked failed in this
-    run), failed (of those ran), blocked (neither: an upstream unit failed or diverged)."""
+    run), failed (of those ran), blocked (neither: an upstream unit failed or diverged).
+    ``reused`` units (served from another campaign's run, ``RunSummary.reused``) are in none."""
     out = {}
     for stage in STAGES:
         c = {"ran": 0, "skipped": 0, "failed": 0, "blocked": 0}
         for u in plan.stage(stage):
             b, a = before[u.unit_id], after[u.unit_id]
+            if u.unit_id in reused:
+                continue
             if b.finished:
                 c["skipped"] += 1
             elif a != b:

@@ -47,6 +47,12 @@ class Unit:
         return 1 if self.stage == "dense" else self.setup.prune.levels
 
     @property
+    def served_key(self) -> str:
+        """Digest of the cells that get this unit's rows: a marker keeps the one its rows were
+        written for, so a campaign that grew finds the units to write again (orchestrator/reuse.py)."""
+        return stable_hash({"serves": sorted(self.serves), "mask_serves": sorted(self.mask_serves)})
+
+    @property
     def budget(self) -> tuple[int | None, int | None]:
         """(epochs, iterations) of one training of this unit."""
         return self.setup.train.epochs, self.setup.train.iterations

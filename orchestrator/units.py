@@ -94,6 +94,7 @@ def run_unit(store: Store, campaign: str, unit: Unit, *, node: str | None = None
         raise
     ckpts.clear()
     marker.status, marker.reason, marker.finished_at = status, reason, now()
+    marker.extra["served"] = unit.served_key  # the cells its rows went to (orchestrator/reuse.py)
     level_done(marker.levels_done)  # the final marker, written last
     return marker
 
