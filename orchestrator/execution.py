@@ -21,6 +21,7 @@ marker.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -32,12 +33,13 @@ import ray
 from ray import tune
 
 from orchestrator import faults, paths, tables
+from orchestrator.claims import train_once
 from orchestrator.committer import COMMIT_ORDER, Committer
 from orchestrator.lease import Lease, acquire
 from orchestrator.ledger import UnitMarker, now
 from orchestrator.plan import STAGES, Plan, Unit
 from orchestrator.progress import Progress, ProgressCallback
-from orchestrator.reuse import serve_finished
+from orchestrator.reuse import REUSED_FROM, serve_finished
 from orchestrator.spec import Campaign
 from orchestrator.store import Store
 from orchestrator.units import run_unit, runnable
@@ -152,8 +154,10 @@ def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, stor
             if not UnitMarker.load(store, campaign, unit.unit_id).finished:
                 if not runnable(store, campaign, unit)[0]:
                     continue  # blocked: left for the driver to report
-                try:
-                    run_unit(store, campaign, unit, node=node, actor=actor, checkpoint=checkpoint)
+                try:  # under the unit's global claim; served instead if another campaign finished it
+                    train_once(store, campaign, unit,
+                               functools.partial(run_unit, store, campaign, unit, node=node, actor=actor,
+                                                 checkpoint=checkpoint))
                 except Exception as e:  # noqa: BLE001 - recorded in the unit's marker; retried via Tune
                     errors.append(f"{unit.unit_id}: {type(e).__name__}: {e}")
                     continue
@@ -241,8 +245,6 @@ def run_plan(
         before = dict(committer.refresh(full=True))
         # units finished in the store (another campaign, or this one for fewer cells) are served, not trained
         served = serve_finished(store, plan, before)
-        summary.reused = {s: sum(plan.units[uid].stage == s for uid in served.reused) for s in STAGES}
-        summary.reused_seconds = served.saved_seconds
         current = dict(committer.refresh(full=True)) if served.reused or served.extended else before
         unfinished = [u for u in all_units if not current[u.unit_id].finished]
         if unfinished:  # Ray only when something is left to train (a campaign served from the store needs none)
@@ -260,7 +262,7 @@ def run_plan(
             progress.label = "all stages"  # from the first line on (staged: the stage's name)
         finished = {uid for uid, m in before.items() if m.finished}
         progress.begin(skipped={s: sum(u.unit_id in finished for u in plan.stage(s)) for s in STAGES},
-                       reused=summary.reused)
+                       reused={s: sum(plan.units[uid].stage == s for uid in served.reused) for s in STAGES})
         storage = store.uri.rstrip("/") + "/" + paths.ray_storage()
         if "://" not in storage:
             os.makedirs(storage, exist_ok=True)
@@ -291,7 +293,12 @@ def run_plan(
         committer.refresh(full=True)
         committer.commit()
         after = committer.markers
-        summary.units = _stage_counts(plan, before, after, set(served.reused))
+        # reused: before the run (served) or by a worker that found another campaign's result (claims)
+        reused = [uid for uid, m in after.items() if not before[uid].finished and m.finished
+                  and REUSED_FROM in m.extra]
+        summary.reused = {s: sum(plan.units[uid].stage == s for uid in reused) for s in STAGES}
+        summary.reused_seconds = sum(float(after[uid].extra.get("reused_seconds") or 0.0) for uid in reused)
+        summary.units = _stage_counts(plan, before, after, set(reused))
         summary.unit_seconds = sum(m.seconds for m in after.values())
         summary.cells = committer.counts()
         summary.commits, summary.commit_seconds = committer.stats.batches, committer.stats.seconds

@@ -176,20 +176,42 @@ def serve_finished(store: Store, plan: Plan, markers: dict[str, UnitMarker]) -> 
     # units finished elsewhere
     todo = [uid for uid, m in markers.items() if not m.finished]
     for uid, (source, src) in find_finished(store, todo, exclude=campaign).items():
-        unit = plan.units[uid]
-        rows = relabel(unit, unit_rows(store, source, src))
-        if rows is None:
-            continue  # trained here instead
-        stage_rows(store, campaign, uid, rows)
-        old = markers[uid]
-        origin = src.extra.get(REUSED_FROM, source)
-        stamp = now()
-        UnitMarker(
-            unit_id=uid, stage=unit.stage, status=src.status, attempts=old.attempts, levels_done=src.levels_done,
-            host=src.host, device=src.device, started_at=stamp, finished_at=stamp, seconds=0.0, reason=src.reason,
-            extra={**old.extra, REUSED_FROM: origin, "reused_seconds": src.extra.get("reused_seconds", src.seconds),
-                   SERVED_KEY: unit.served_key},
-        ).save(store, campaign)
-        done.reused[uid] = origin
-        done.saved_seconds += float(src.extra.get("reused_seconds", src.seconds) or 0.0)
+        origin = _adopt(store, campaign, plan.units[uid], source, src, markers[uid])
+        if origin is not None:
+            done.reused[uid] = origin
+            done.saved_seconds += _computed_seconds(src)
     return done
+
+
+def serve_one(store: Store, campaign: str, unit: Unit, *, extra: dict | None = None) -> str | None:
+    """Serve ``unit`` to ``campaign`` if another campaign finished it (a worker's last look
+    before training, ``orchestrator/claims.py``). Returns the computing campaign, or None."""
+    found = find_finished(store, [unit.unit_id], exclude=campaign).get(unit.unit_id)
+    if found is None:
+        return None
+    return _adopt(store, campaign, unit, *found, UnitMarker.load(store, campaign, unit.unit_id), extra)
+
+
+def _computed_seconds(src: UnitMarker) -> float:
+    return float(src.extra.get("reused_seconds", src.seconds) or 0.0)
+
+
+def _adopt(store: Store, campaign: str, unit: Unit, source: str, src: UnitMarker, old: UnitMarker,
+           extra: dict | None = None) -> str | None:
+    """Stage the rows ``source`` holds for ``unit``, re-labelled to ``campaign``'s cells, and mark
+    the unit there finished as in ``source`` (marker written last: "finished" means the rows are
+    staged). Returns the campaign that computed it, or None when its rows cannot serve these cells."""
+    rows = relabel(unit, unit_rows(store, source, src))
+    if rows is None:
+        return None  # trained here instead
+    stage_rows(store, campaign, unit.unit_id, rows)
+    origin = src.extra.get(REUSED_FROM, source)
+    stamp = now()
+    UnitMarker(
+        unit_id=unit.unit_id, stage=unit.stage, status=src.status, attempts=old.attempts,
+        levels_done=src.levels_done, host=src.host, device=src.device, started_at=stamp, finished_at=stamp,
+        seconds=0.0, reason=src.reason,
+        extra={**old.extra, **(extra or {}), REUSED_FROM: origin, "reused_seconds": _computed_seconds(src),
+               SERVED_KEY: unit.served_key},
+    ).save(store, campaign)
+    return origin

@@ -178,3 +178,48 @@ def test_a_changed_setting_is_refused_naming_it(tmp_path):
     with pytest.raises(click.ClickException, match=r"changes 2 of its 2 cell\(s\): train.epochs: 8 -> 10"):
         register_campaign(store, changed, make_plan(changed))
     assert register_campaign(store, first, make_plan(first)) == "same"
+
+
+def test_two_concurrent_drivers_train_a_shared_unit_once(local_ray, tmp_path):
+    """Two real drivers (subprocesses on this module's Ray) of two campaigns with the same
+    cells: every unit is trained by one of them; the other waits on the unit's claim
+    (orchestrator/claims.py) and is served the result. Trainings are longer here (40 epochs)
+    so that the two drivers, started together, overlap on the dense unit."""
+    import os
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    specs = [spec(tmp_path, name, epochs=40) for name in ("alpha", "beta")]
+    env = {k: v for k, v in os.environ.items() if k != "LTH_TEST_KILL_AT"}
+
+    def start(path: Path) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", "from orchestrator.cli import main; main()", "run", str(path), "--store",
+             str(store), "--address", local_ray, "--no-report"],
+            env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    procs = [start(specs[0]), start(specs[1])]  # at once: both plan every unit as unfinished
+    try:
+        outs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out
+    alpha, beta = markers(store, "alpha"), markers(store, "beta")
+    assert set(alpha) == set(beta) and len(alpha) == 3
+    for uid in alpha:
+        trained = [m for m in (alpha[uid], beta[uid]) if "reused_from" not in m]
+        assert len(trained) == 1, f"{uid}: trained by {len(trained)} drivers"
+        assert trained[0]["attempts"] == 1 and trained[0]["status"] == "done"
+    # the dense unit: both drivers' workers asked for it at once; the one that lost the claim
+    # waited for the winner's result instead of finding it done
+    d = next(u for u in alpha if u.startswith("d-"))
+    served = next(m for m in (alpha[d], beta[d]) if "reused_from" in m)
+    assert served["waited_s"] > 0, served
+    for table in TABLES:
+        assert rows(store, table, "alpha") == rows(store, table, "beta"), table
+    assert not list((store / paths.CLAIMS).glob("*.json"))  # every claim released
