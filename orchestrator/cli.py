@@ -99,9 +99,13 @@ def register_campaign(store, campaign: Campaign, plan) -> str:
 @max_cells_option
 @click.option("--report/--no-report", default=True, show_default=True,
               help="After the run, write reports/<campaign>/ and print the rewind-vs-reinit verdict table.")
+@click.option("--recompute", "recompute", multiple=True, metavar="UNIT_ID|STAGE",
+              help="Train these units of the campaign again (a unit id, or dense / trajectory / branch for all of "
+                   "a stage), with the units that depend on them; their old rows are replaced in one commit. "
+                   "Repeatable.")
 def run(campaign: str, store: str, address: str | None, max_concurrent: int | None, max_cells: int | None,
-        report: bool) -> None:
-    """Run (or resume) CAMPAIGN.yaml: only units not finished in the store are trained."""
+        report: bool, recompute: tuple[str, ...]) -> None:
+    """Run (or resume) CAMPAIGN.yaml: only units not finished in the store (in any campaign) are trained."""
     from orchestrator.plan import make_plan
     from orchestrator.store import Store
 
@@ -112,6 +116,12 @@ def run(campaign: str, store: str, address: str | None, max_concurrent: int | No
         raise click.ClickException(str(e)) from None
     plan = make_plan(c)
     st = Store(store)
+    from orchestrator import recompute as forgetting
+
+    try:
+        forgotten = forgetting.targets(plan, recompute)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     from orchestrator.execution import run_plan
     from orchestrator.lease import LeaseHeld, acquire
     from orchestrator.status import driver_finished, driver_started
@@ -122,11 +132,14 @@ def run(campaign: str, store: str, address: str | None, max_concurrent: int | No
         raise click.ClickException(str(e)) from None
     try:  # under the lease: extending a campaign rewrites the plan its driver runs
         how = register_campaign(st, c, plan)
+        forgetting.forget(st, plan, forgotten)
     except BaseException:
         lease.release()
         raise
     click.echo(f"campaign {c.name} -> {st.uri}" + (" (extended: only new units run)" if how == "extended" else "")
                + ": " + "; ".join(plan.summary().lines()), err=True)
+    if forgotten:
+        click.echo(f"recomputing {len(forgotten)} unit(s): {', '.join(forgotten)}", err=True)
     # lets `lth status` tell a live driver's "running" units from a killed driver's leftovers
     driver = driver_started(st, c.name)
     outcome = "error"

@@ -38,6 +38,7 @@ from orchestrator.store import TMP_PREFIX, Store, StoreError
 MEASUREMENTS = tuple(t for t in schema.TABLES if t != "trials")  # the tables a unit's rows go to
 SERVED_KEY = "served"  # marker extra: Unit.served_key of the cells the unit's rows were written for
 REUSED_FROM = "reused_from"  # marker extra: the campaign whose run computed the unit
+RECOMPUTE = "recompute"  # marker extra (orchestrator/recompute.py): train it here, never serve it
 _KEY = "served"  # staging file key of re-labelled rows (a unit's own keys are its id / id-L<level>)
 
 
@@ -174,7 +175,7 @@ def serve_finished(store: Store, plan: Plan, markers: dict[str, UnitMarker]) -> 
             m.save(store, campaign)
             done.extended.append(uid)
     # units finished elsewhere
-    todo = [uid for uid, m in markers.items() if not m.finished]
+    todo = [uid for uid, m in markers.items() if not m.finished and RECOMPUTE not in m.extra]
     for uid, (source, src) in find_finished(store, todo, exclude=campaign).items():
         origin = _adopt(store, campaign, plan.units[uid], source, src, markers[uid])
         if origin is not None:
@@ -185,11 +186,15 @@ def serve_finished(store: Store, plan: Plan, markers: dict[str, UnitMarker]) -> 
 
 def serve_one(store: Store, campaign: str, unit: Unit, *, extra: dict | None = None) -> str | None:
     """Serve ``unit`` to ``campaign`` if another campaign finished it (a worker's last look
-    before training, ``orchestrator/claims.py``). Returns the computing campaign, or None."""
+    before training, ``orchestrator/claims.py``; never a unit the user asked to recompute).
+    Returns the computing campaign, or None."""
+    old = UnitMarker.load(store, campaign, unit.unit_id)
+    if RECOMPUTE in old.extra:
+        return None
     found = find_finished(store, [unit.unit_id], exclude=campaign).get(unit.unit_id)
     if found is None:
         return None
-    return _adopt(store, campaign, unit, *found, UnitMarker.load(store, campaign, unit.unit_id), extra)
+    return _adopt(store, campaign, unit, *found, old, extra)
 
 
 def _computed_seconds(src: UnitMarker) -> float:

@@ -223,3 +223,28 @@ def test_two_concurrent_drivers_train_a_shared_unit_once(local_ray, tmp_path):
     for table in TABLES:
         assert rows(store, table, "alpha") == rows(store, table, "beta"), table
     assert not list((store / paths.CLAIMS).glob("*.json"))  # every claim released
+
+
+def test_recompute_retrains_a_stage_and_replaces_its_rows(local_ray, tmp_path):
+    """``--recompute trajectory`` on a campaign that was served everything: the trajectory and
+    the branch that depends on it train here (not served again from the computing campaign),
+    the dense unit is kept, and the rows are replaced, never duplicated."""
+    store = tmp_path / "store"
+    run(spec(tmp_path, "origin"), store)
+    run(spec(tmp_path, "copy"), store)  # served every unit from "origin"
+    keys = "select trial_id, unit_id, level, reset from read_parquet('{}/levels/campaign=copy/*.parquet')"
+    before = sorted(duckdb.sql(keys.format(store)).fetchall())
+    refused = lth(["run", str(tmp_path / "copy.yaml"), "--store", str(store), "--recompute", "nope"], ok=False)
+    assert "--recompute: 'nope' is neither a unit of campaign 'copy' nor a stage" in refused, refused
+    out = lth(["run", str(tmp_path / "copy.yaml"), "--store", str(store), "--no-report", "--recompute", "trajectory"])
+    assert "recomputing 2 unit(s)" in out
+    assert "dense 0 ran/1 skipped, trajectory 1 ran/0 skipped, branch 1 ran/0 skipped" in out, out
+    after = sorted(duckdb.sql(keys.format(store)).fetchall())
+    assert after == before and len(set(after)) == len(after)  # replaced: same rows, none twice
+    ms = markers(store, "copy")
+    for uid, m in ms.items():
+        if uid.startswith("d-"):
+            assert m["reused_from"] == "origin" and "recompute" not in m
+        else:
+            assert "reused_from" not in m and m["recompute"] and m["status"] == "done" and m["attempts"] == 1, m
+    assert rows(store, "trials", "copy") == rows(store, "trials", "origin")
