@@ -1,5 +1,8 @@
 """One driver per campaign: the lease (``paths.lease``).
 
+The same mechanism, at another ``Site``, is the per-unit claim across campaigns
+(``orchestrator/claims.py``): ``take(store, site)``.
+
 ``lth run`` takes the campaign's lease before it writes anything a driver owns (its driver
 record, markers, commits) and keeps it until it ends, renewing a heartbeat every
 ``HEARTBEAT_S``. A second ``lth run`` of the same campaign on the same store refuses,

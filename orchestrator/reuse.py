@@ -39,6 +39,7 @@ MEASUREMENTS = tuple(t for t in schema.TABLES if t != "trials")  # the tables a 
 SERVED_KEY = "served"  # marker extra: Unit.served_key of the cells the unit's rows were written for
 REUSED_FROM = "reused_from"  # marker extra: the campaign whose run computed the unit
 RECOMPUTE = "recompute"  # marker extra (orchestrator/recompute.py): train it here, never serve it
+FEW = 8  # find_finished reads this many markers per campaign directly instead of listing its markers
 _KEY = "served"  # staging file key of re-labelled rows (a unit's own keys are its id / id-L<level>)
 
 
@@ -67,8 +68,11 @@ def find_finished(store: Store, unit_ids, exclude: str) -> dict[str, tuple[str, 
     for campaign in marker_campaigns(store):
         if campaign == exclude or not wanted:
             continue
-        names = {posixpath.basename(p)[: -len(".json")] for p in store.list(paths.units_dir(campaign))
-                 if p.endswith(".json") and not posixpath.basename(p).startswith(TMP_PREFIX)}
+        if len(wanted) <= FEW:  # a worker's look for one unit: a read per campaign, not a listing
+            names = wanted
+        else:
+            names = {posixpath.basename(p)[: -len(".json")] for p in store.list(paths.units_dir(campaign))
+                     if p.endswith(".json") and not posixpath.basename(p).startswith(TMP_PREFIX)}
         for uid in sorted(wanted & names):
             m = UnitMarker.load(store, campaign, uid)
             if m.status in FINISHED:
@@ -83,13 +87,20 @@ def unit_rows(store: Store, campaign: str, marker: UnitMarker) -> dict[str, pa.T
     yet). A commit that deletes the staging files between the two looks is retried."""
     from orchestrator.committer import CommitLog, unit_signature
 
+    def committed() -> bool:
+        return CommitLog.load(store, campaign).units.get(marker.unit_id) == unit_signature(marker)
+
     for _ in range(3):
-        if CommitLog.load(store, campaign).units.get(marker.unit_id) == unit_signature(marker):
+        if committed():
             return _committed_rows(store, campaign, marker.unit_id)
         try:
             staged = _staged_rows(store, campaign, marker.unit_id)
         except FileNotFoundError:
             continue  # committed (and cleaned up) while being read: the tables have them now
+        # the committer records a batch before it deletes its staging files: if the unit is
+        # committed now, the listing may have missed files being deleted, so the tables it is
+        if committed():
+            return _committed_rows(store, campaign, marker.unit_id)
         if staged is not None:
             return staged
     raise StoreError(f"unit {marker.unit_id} of campaign {campaign!r}: finished, but its rows are neither "
