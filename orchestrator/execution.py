@@ -35,6 +35,7 @@ from ray import tune
 from orchestrator import faults, paths, tables
 from orchestrator.claims import train_once
 from orchestrator.committer import COMMIT_ORDER, Committer
+from orchestrator.continuation import continue_all
 from orchestrator.lease import Lease, acquire
 from orchestrator.ledger import UnitMarker, now
 from orchestrator.plan import STAGES, Plan, Unit
@@ -55,6 +56,7 @@ class RunSummary:
     units: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> {ran, skipped, failed, blocked}
     reused: dict[str, int] = field(default_factory=dict)  # stage -> units served from another campaign's run
     reused_seconds: float = 0.0  # compute seconds those units took where they were computed
+    continued: int = 0  # units that continued a finished shorter unit of their lineage (more levels)
     cells: dict[str, int] = field(default_factory=dict)  # status -> count
     seconds: float = 0.0
     unit_seconds: float = 0.0  # compute seconds of the units run in this invocation
@@ -76,6 +78,8 @@ class RunSummary:
         )
         if sum(self.reused.values()):
             units += f" (reused units saved {self.reused_seconds:.1f}s of compute)"
+        if self.continued:
+            units += f" ({self.continued} continued from a shorter schedule: only their new levels ran)"
         cells = ", ".join(f"{k} {v}" for k, v in self.cells.items() if v)
         store = (f" | store: {self.commits} commit(s) in {self.commit_seconds:.1f}s, "
                  f"{sum(self.files.values())} data file(s) after compaction ({self.phases.get('compact', 0):.1f}s)")
@@ -245,7 +249,9 @@ def run_plan(
         before = dict(committer.refresh(full=True))
         # units finished in the store (another campaign, or this one for fewer cells) are served, not trained
         served = serve_finished(store, plan, before)
-        current = dict(committer.refresh(full=True)) if served.reused or served.extended else before
+        # units with more levels than a finished unit of their lineage continue it (issue 14)
+        summary.continued = len(continue_all(store, plan, dict(committer.refresh(full=True))))
+        current = dict(committer.refresh(full=True)) if served.reused or served.extended or summary.continued else before
         unfinished = [u for u in all_units if not current[u.unit_id].finished]
         if unfinished:  # Ray only when something is left to train (a campaign served from the store needs none)
             started = connect(address)

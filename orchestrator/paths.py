@@ -12,6 +12,7 @@ The store's layout under its root (a local directory or an object-store URI)::
     _artifacts/<unit>/<name>.pt                 dense weights, masks, per-level driver weights
     _checkpoints/campaign=<name>/<unit>.ckpt    the unit's running training (trainers/checkpoint.py), removed when done
     _claims/<unit>.json                         who trains the unit now, across campaigns (orchestrator/claims.py)
+    _lineage/<lineage>/<unit>.json              finished units a longer schedule continues (orchestrator/continuation.py)
     _ray/                                       Ray Tune's experiment directories
 
 Paths are '/'-separated and relative to the store root; ``Store.full`` makes them absolute.
@@ -31,8 +32,9 @@ ARTIFACTS = "_artifacts"
 RAY = "_ray"
 CHECKPOINTS = "_checkpoints"
 CLAIMS = "_claims"
+LINEAGE = "_lineage"
 # Top-level entries that are not tables (a table name never starts with an underscore).
-RESERVED = (UNITS, STAGING, LEDGER, CAMPAIGNS, ARTIFACTS, RAY, CHECKPOINTS, CLAIMS)
+RESERVED = (UNITS, STAGING, LEDGER, CAMPAIGNS, ARTIFACTS, RAY, CHECKPOINTS, CLAIMS, LINEAGE)
 
 
 def partition(campaign: str) -> str:
@@ -170,6 +172,15 @@ def unit_claim(unit_id: str) -> str:
 
 def unit_claim_lock(unit_id: str) -> str:
     return f"{unit_claim(unit_id)}.lock"
+
+
+def lineage_dir(lineage: str) -> str:
+    return f"{LINEAGE}/{lineage}"
+
+
+def lineage_entry(lineage: str, unit_id: str) -> str:
+    """A finished unit of the lineage: its campaign and number of levels."""
+    return f"{lineage_dir(lineage)}/{unit_id}.json"
 
 
 def ray_storage() -> str:

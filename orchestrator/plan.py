@@ -41,6 +41,9 @@ class Unit:
     serves: tuple[str, ...] = ()  # trial ids that get this unit's training rows
     mask_serves: tuple[str, ...] = ()  # trajectory: trial ids that get its mask statistics
     rewind_iterations: tuple[int, ...] = ()  # dense: snapshot iterations for rewind@k resets
+    # trajectory / branch: the id settings without prune.levels; units of one lineage share their
+    # first levels, so a longer one continues a finished shorter one (orchestrator/continuation.py)
+    lineage: str | None = None
 
     @property
     def trainings(self) -> int:
@@ -163,6 +166,15 @@ def _rewind_k(reset: str) -> int | None:
     return int(arg) if sep and mode == "rewind" and arg.isdigit() else None
 
 
+def _trajectory_settings(dense_id: str, cell: Cell, lineage: bool = False) -> dict:
+    """What a trajectory's id hashes; ``lineage``: without ``prune.levels`` (Unit.lineage)."""
+    prune = dict(cell.config["prune"])
+    if lineage:
+        prune.pop("levels")
+    return {"stage": "trajectory", "dense": dense_id, "prune": prune,
+            "code": unit_stamps("trajectory", cell.setup, cell.config["prune"]["mask_driver"])}
+
+
 def make_plan(campaign: Campaign) -> Plan:
     """Expand the campaign's cells into staged, shared units."""
     cells = campaign.cells
@@ -201,8 +213,7 @@ def make_plan(campaign: Campaign) -> Plan:
     traj_cells: dict[str, list[Cell]] = defaultdict(list)
     for c in cells:
         d = dense_id[dense_key[c.trial_id]]
-        tid = "t-" + stable_hash({"stage": "trajectory", "dense": d, "prune": c.config["prune"],
-                                  "code": unit_stamps("trajectory", c.setup, c.config["prune"]["mask_driver"])})
+        tid = "t-" + stable_hash(_trajectory_settings(d, c))
         traj_cells[tid].append(c)
     branch_units: dict[str, Unit] = {}
     cell_units: dict[str, tuple[str, ...]] = {}
@@ -210,7 +221,9 @@ def make_plan(campaign: Campaign) -> Plan:
         c0 = group[0]
         d = dense_id[dense_key[c0.trial_id]]
         driver = c0.config["prune"]["mask_driver"]
+        lineage = "l-" + stable_hash(_trajectory_settings(d, c0, lineage=True))
         units[tid] = Unit(
+            lineage=lineage,
             unit_id=tid,
             stage="trajectory",
             setup=c0.setup,
@@ -227,6 +240,8 @@ def make_plan(campaign: Campaign) -> Plan:
             bid = "b-" + stable_hash({"stage": "branch", "trajectory": tid, "reset": reset,
                                       "code": unit_stamps("branch", c0.setup, reset)})
             branch_units[bid] = Unit(
+                lineage="l-" + stable_hash({"stage": "branch", "trajectory": lineage, "reset": reset,
+                                            "code": unit_stamps("branch", c0.setup, reset)}),
                 unit_id=bid,
                 stage="branch",
                 setup=c0.setup,

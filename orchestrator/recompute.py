@@ -14,12 +14,13 @@ Other campaigns that were served the old result keep their copy of its rows.
 from __future__ import annotations
 
 from orchestrator import paths
+from orchestrator.continuation import CONTINUED_FROM
 from orchestrator.ledger import UnitMarker, now
 from orchestrator.plan import STAGES, Plan
 from orchestrator.reuse import RECOMPUTE, REUSED_FROM, SERVED_KEY
 from orchestrator.store import Store
 
-_DROPPED = (REUSED_FROM, "reused_seconds", SERVED_KEY, "waited_s")  # describe the forgotten result
+_DROPPED = (REUSED_FROM, "reused_seconds", SERVED_KEY, "waited_s", CONTINUED_FROM)  # describe the forgotten result
 
 
 def targets(plan: Plan, names: tuple[str, ...] | list[str]) -> list[str]:

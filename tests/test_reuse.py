@@ -248,3 +248,33 @@ def test_recompute_retrains_a_stage_and_replaces_its_rows(local_ray, tmp_path):
         else:
             assert "reused_from" not in m and m["recompute"] and m["status"] == "done" and m["attempts"] == 1, m
     assert rows(store, "trials", "copy") == rows(store, "trials", "origin")
+
+
+def test_more_levels_continue_a_finished_trajectory(local_ray, tmp_path):
+    """The same cells with 2 more levels (prune.levels 2 -> 4, rate fixed), under a new name:
+    the dense run is reused, the trajectory and the branch continue from their finished level 2
+    (orchestrator/continuation.py): only levels 3 and 4 are trained."""
+    store = tmp_path / "store"
+    run(spec(tmp_path, "two_levels"), store)
+    longer = tmp_path / "four_levels.yaml"
+    longer.write_text(spec(tmp_path, "four_levels").read_text().replace("levels: 2", "levels: 4"))
+    out = run(longer, store)
+    assert "dense 0 ran/0 skipped/1 reused, trajectory 1 ran/0 skipped, branch 1 ran/0 skipped" in out, out
+    assert "2 continued from a shorter schedule" in out
+    short, long_ = markers(store, "two_levels"), markers(store, "four_levels")
+    for uid, m in long_.items():
+        if not uid.startswith("d-"):
+            assert m["status"] == "done" and m["levels_done"] == 4 and m["continued_from"]["levels"] == 2, m
+            assert m["continued_from"]["campaign"] == "two_levels" and m["continued_from"]["unit"] in short
+    # levels 1-2 are the short run's rows, copied (even the measured seconds), not trained again
+    q = ("select reset, level, seconds, best_test_accuracy from read_parquet('{}/levels/campaign={}/*.parquet') "
+         "where level between 1 and 2 order by all")
+    assert duckdb.sql(q.format(store, "four_levels")).fetchall() == duckdb.sql(q.format(store, "two_levels")).fetchall()
+    levels = duckdb.sql(f"select reset, level, count(*) from read_parquet('{store}/levels/campaign=four_levels/"
+                        "*.parquet') group by all order by all").fetchall()
+    assert levels == [("dense", 0, 2)] + [(r, lv, 1) for r in ("reinit", "rewind") for lv in (1, 2, 3, 4)], levels
+    # the same rows (but the measured seconds) as a 4-level run from scratch
+    fresh = tmp_path / "fresh"
+    run(longer, fresh)
+    for table in TABLES:
+        assert rows(store, table, "four_levels") == rows(fresh, table, "four_levels"), table
