@@ -10,8 +10,12 @@
   hashes, so the units already finished keep their markers and only the new units run (a
   finished unit that now serves more cells gets its rows written for them,
   ``orchestrator/reuse.py``);
-- a spec that changes or drops a registered cell: refused (``SpecChanged``), naming the
-  settings that differ (``train.epochs: 8 -> 10``).
+- a spec whose only change to registered cells is more levels (``prune.levels``, same rate):
+  an extension too; each such cell is *superseded* by its longer cell (its trajectories continue
+  from their last level, ``orchestrator/continuation.py``) and its rows are deleted by the next
+  driver (``paths.superseded``, ``Committer.drop_cells``);
+- a spec that changes or drops a registered cell otherwise: refused (``SpecChanged``), naming
+  the settings that differ (``train.epochs: 8 -> 10``).
 
 Every registered version of the spec is kept with its date (``paths.spec_version``).
 """
@@ -47,7 +51,10 @@ def register(store: Store, campaign: Campaign, plan) -> str:
             store.put_json(paths.plan_index(name), plan_index(plan.to_json()))
         return "same"
     if stored is not None:
-        check_extension(store, campaign)
+        superseded = check_extension(store, campaign)
+        if superseded:  # recorded before the new plan: a driver killed in between still drops them
+            pending = set(store.get_json(paths.superseded(name)) or [])
+            store.put_json(paths.superseded(name), sorted(pending | set(superseded)))
     plan_data = plan.to_json()
     if stored is not None and not spec_versions(store, name):  # registered before the history existed
         _record_version(store, name, store.get_text(paths.spec_yaml(name)) or "", "unknown")
@@ -59,15 +66,20 @@ def register(store: Store, campaign: Campaign, plan) -> str:
     return "new" if stored is None else "extended"
 
 
-def check_extension(store: Store, campaign: Campaign) -> None:
-    """Raise ``SpecChanged`` unless ``campaign`` keeps every cell registered under its name."""
+def check_extension(store: Store, campaign: Campaign) -> list[str]:
+    """Raise ``SpecChanged`` unless ``campaign`` keeps every cell registered under its name, or
+    replaces it by the same cell with more levels; returns the trial ids of the cells replaced."""
     name = campaign.name
     plan = store.get_json(paths.plan_json(name)) or {}
     registered = list(plan.get("cells", {}))
     new_ids = {c.trial_id for c in campaign.cells}
     missing = [tid for tid in registered if tid not in new_ids]
     if not missing:
-        return
+        return []
+    superseded = _longer(store, campaign, set(missing))
+    missing = [tid for tid in missing if tid not in superseded]
+    if not missing:
+        return sorted(superseded)
     differences = _differences(store, campaign, set(missing))
     detail = ("; ".join(differences) if differences
               else f"{len(missing)} registered cell(s) are not in the new spec")
@@ -98,6 +110,29 @@ def _differences(store: Store, campaign: Campaign, missing: set[str]) -> list[st
             if line not in out:
                 out.append(line)
     return out
+
+
+def _without_levels(config: dict) -> str:
+    from orchestrator.ids import stable_hash
+
+    return stable_hash({**config, "prune": {k: v for k, v in config["prune"].items() if k != "levels"}})
+
+
+def _longer(store: Store, campaign: Campaign, missing: set[str]) -> set[str]:
+    """The ``missing`` registered cells that ``campaign`` has with more levels and nothing else changed."""
+    text = store.get_text(paths.spec_yaml(campaign.name))
+    if text is None:
+        return set()
+    try:
+        old = parse_campaign(text, source="registered spec", data_check=False)
+    except SpecError:
+        return set()
+    longest = {}
+    for c in campaign.cells:
+        key = _without_levels(c.config)
+        longest[key] = max(longest.get(key, 0), c.config["prune"]["levels"])
+    return {c.trial_id for c in old.cells if c.trial_id in missing
+            and longest.get(_without_levels(c.config), 0) > c.config["prune"]["levels"]}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

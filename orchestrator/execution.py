@@ -251,6 +251,11 @@ def run_plan(
         served = serve_finished(store, plan, before)
         # units with more levels than a finished unit of their lineage continue it (issue 14)
         summary.continued = len(continue_all(store, plan, dict(committer.refresh(full=True))))
+        # cells an extension replaced by longer schedules: their rows go once their units were continued
+        superseded = store.get_json(paths.superseded(plan.campaign))
+        if superseded:
+            committer.drop_cells(superseded)
+            store.delete(paths.superseded(plan.campaign))
         current = dict(committer.refresh(full=True)) if served.reused or served.extended or summary.continued else before
         unfinished = [u for u in all_units if not current[u.unit_id].finished]
         if unfinished:  # Ray only when something is left to train (a campaign served from the store needs none)

@@ -143,6 +143,11 @@ def plan_index(campaign: str) -> str:
     return f"{campaign_dir(campaign)}/plan-index.json"
 
 
+def superseded(campaign: str) -> str:
+    """Cells an extension replaced by longer schedules, whose rows the next driver deletes."""
+    return f"{campaign_dir(campaign)}/superseded.json"
+
+
 def driver(campaign: str) -> str:
     return f"{campaign_dir(campaign)}/driver.json"
 

@@ -278,3 +278,22 @@ def test_more_levels_continue_a_finished_trajectory(local_ray, tmp_path):
     run(longer, fresh)
     for table in TABLES:
         assert rows(store, table, "four_levels") == rows(fresh, table, "four_levels"), table
+
+
+def test_adding_two_levels_to_a_campaign_runs_only_the_new_levels(local_ray, tmp_path):
+    """The same campaign name with prune.levels 2 -> 4: an extension. Its cells (new trial ids:
+    levels is a setting) supersede the 2-level ones, whose rows are deleted; the trajectory and
+    the branch continue from level 2; the tables equal a 4-level run from scratch."""
+    store = tmp_path / "store"
+    run(spec(tmp_path, "deeper"), store)
+    longer = tmp_path / "deeper4.yaml"
+    longer.write_text(spec(tmp_path, "deeper").read_text().replace("levels: 2", "levels: 4"))
+    out = run(longer, store)
+    assert "extended: only new units run" in out
+    assert "dense 0 ran/1 skipped, trajectory 1 ran/0 skipped, branch 1 ran/0 skipped" in out, out
+    assert "2 continued from a shorter schedule" in out
+    fresh = tmp_path / "fresh"
+    run(longer, fresh)
+    for table in TABLES:
+        assert rows(store, table, "deeper") == rows(fresh, table, "deeper"), table
+    assert not (store / paths.superseded("deeper")).exists()
