@@ -23,7 +23,7 @@ import pyarrow as pa
 from orchestrator import paths
 from orchestrator.ledger import UnitMarker
 from orchestrator.plan import Unit
-from orchestrator.reuse import relabel, stage_rows, unit_rows
+from orchestrator.reuse import TableCache, relabel, stage_rows, unit_rows
 from orchestrator.store import Store
 
 CONTINUED_FROM = "continued_from"  # marker extra: {"unit", "campaign", "levels"} the unit continued
@@ -48,7 +48,8 @@ def _candidates(store: Store, unit: Unit) -> list[tuple[int, str, str]]:
     return sorted(out, reverse=True)
 
 
-def continue_from_shorter(store: Store, campaign: str, unit: Unit, old: UnitMarker) -> dict | None:
+def continue_from_shorter(store: Store, campaign: str, unit: Unit, old: UnitMarker,
+                          cache: TableCache | None = None) -> dict | None:
     """Seed ``unit`` (not started in ``campaign``: ``old`` has no level done) from the longest
     finished unit of its lineage with fewer levels; returns the ``continued_from`` record, or None."""
     if unit.lineage is None or old.levels_done or old.finished:
@@ -57,7 +58,7 @@ def continue_from_shorter(store: Store, campaign: str, unit: Unit, old: UnitMark
         src = UnitMarker.load(store, source_campaign, source_id)
         if src.status != "done" or src.levels_done != levels:
             continue  # recomputed or failed since it was listed
-        rows = relabel(unit, unit_rows(store, source_campaign, src))
+        rows = relabel(unit, unit_rows(store, source_campaign, src, cache))
         if rows is None:
             continue
         if unit.stage == "trajectory":
@@ -84,11 +85,11 @@ def continue_all(store: Store, plan, markers: dict[str, UnitMarker]) -> dict[str
     started here and not to be recomputed; unit id -> its ``continued_from`` record."""
     from orchestrator.reuse import RECOMPUTE
 
-    out = {}
+    out, cache = {}, TableCache()
     for uid, unit in plan.units.items():
         m = markers[uid]
         if not m.finished and RECOMPUTE not in m.extra:
-            origin = continue_from_shorter(store, plan.campaign, unit, m)
+            origin = continue_from_shorter(store, plan.campaign, unit, m, cache)
             if origin is not None:
                 out[uid] = origin
     return out

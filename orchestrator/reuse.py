@@ -81,7 +81,17 @@ def find_finished(store: Store, unit_ids, exclude: str) -> dict[str, tuple[str, 
     return found
 
 
-def unit_rows(store: Store, campaign: str, marker: UnitMarker) -> dict[str, pa.Table]:
+class TableCache(dict):
+    """(campaign, table) -> that campaign's committed rows of the table, read once: serving many
+    units from one campaign reads each table once, not once per unit."""
+
+    def rows(self, store: Store, campaign: str, table: str) -> pa.Table:
+        if (campaign, table) not in self:
+            self[campaign, table] = tables.dataset(store, table, campaign).to_table()
+        return self[campaign, table]
+
+
+def unit_rows(store: Store, campaign: str, marker: UnitMarker, cache: TableCache | None = None) -> dict[str, pa.Table]:
     """The rows of a finished unit in ``campaign`` per table: from the tables if its final state
     is committed there, else from the campaign's staging (its driver has not committed them
     yet). A commit that deletes the staging files between the two looks is retried."""
@@ -92,7 +102,7 @@ def unit_rows(store: Store, campaign: str, marker: UnitMarker) -> dict[str, pa.T
 
     for _ in range(3):
         if committed():
-            return _committed_rows(store, campaign, marker.unit_id)
+            return _committed_rows(store, campaign, marker.unit_id, cache)
         try:
             staged = _staged_rows(store, campaign, marker.unit_id)
         except FileNotFoundError:
@@ -100,21 +110,25 @@ def unit_rows(store: Store, campaign: str, marker: UnitMarker) -> dict[str, pa.T
         # the committer records a batch before it deletes its staging files: if the unit is
         # committed now, the listing may have missed files being deleted, so the tables it is
         if committed():
-            return _committed_rows(store, campaign, marker.unit_id)
+            return _committed_rows(store, campaign, marker.unit_id, cache)
         if staged is not None:
             return staged
     raise StoreError(f"unit {marker.unit_id} of campaign {campaign!r}: finished, but its rows are neither "
                      "committed nor staged")
 
 
-def _committed_rows(store: Store, campaign: str, unit_id: str) -> dict[str, pa.Table]:
+def _committed_rows(store: Store, campaign: str, unit_id: str, cache: TableCache | None) -> dict[str, pa.Table]:
     import pyarrow.dataset as ds
 
     out = {}
     for table in MEASUREMENTS:
         if not tables.is_delta(store, table):
             continue
-        t = tables.dataset(store, table, campaign).to_table(filter=ds.field("unit_id") == unit_id)
+        if cache is None:
+            t = tables.dataset(store, table, campaign).to_table(filter=ds.field("unit_id") == unit_id)
+        else:
+            whole = cache.rows(store, campaign, table)
+            t = whole.filter(pc.equal(whole.column("unit_id"), unit_id))
         if t.num_rows:
             out[table] = t.drop_columns([schema.PARTITION_COLUMN])
     return out
@@ -173,12 +187,12 @@ def serve_finished(store: Store, plan: Plan, markers: dict[str, UnitMarker]) -> 
     """Serve the plan's units that are finished in the store (see the module docstring);
     ``markers``: this campaign's markers as the driver read them. Driver-side, under the
     campaign's lease and before any unit of the campaign runs."""
-    campaign, done = plan.campaign, Served()
+    campaign, done, cache = plan.campaign, Served(), TableCache()
     # this campaign's finished units whose rows went to other cells than they serve now
     for uid, unit in plan.units.items():
         m = markers[uid]
         if m.finished and m.extra.get(SERVED_KEY, unit.served_key) != unit.served_key:
-            rows = relabel(unit, unit_rows(store, campaign, m))
+            rows = relabel(unit, unit_rows(store, campaign, m, cache))
             if rows is None:
                 continue  # cannot be derived: left as it is (its old cells keep their rows)
             stage_rows(store, campaign, uid, rows)
@@ -188,7 +202,7 @@ def serve_finished(store: Store, plan: Plan, markers: dict[str, UnitMarker]) -> 
     # units finished elsewhere
     todo = [uid for uid, m in markers.items() if not m.finished and RECOMPUTE not in m.extra]
     for uid, (source, src) in find_finished(store, todo, exclude=campaign).items():
-        origin = _adopt(store, campaign, plan.units[uid], source, src, markers[uid])
+        origin = _adopt(store, campaign, plan.units[uid], source, src, markers[uid], cache=cache)
         if origin is not None:
             done.reused[uid] = origin
             done.saved_seconds += _computed_seconds(src)
@@ -213,11 +227,11 @@ def _computed_seconds(src: UnitMarker) -> float:
 
 
 def _adopt(store: Store, campaign: str, unit: Unit, source: str, src: UnitMarker, old: UnitMarker,
-           extra: dict | None = None) -> str | None:
+           extra: dict | None = None, cache: TableCache | None = None) -> str | None:
     """Stage the rows ``source`` holds for ``unit``, re-labelled to ``campaign``'s cells, and mark
     the unit there finished as in ``source`` (marker written last: "finished" means the rows are
     staged). Returns the campaign that computed it, or None when its rows cannot serve these cells."""
-    rows = relabel(unit, unit_rows(store, source, src))
+    rows = relabel(unit, unit_rows(store, source, src, cache))
     if rows is None:
         return None  # trained here instead
     stage_rows(store, campaign, unit.unit_id, rows)
