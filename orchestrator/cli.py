@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from orchestrator.spec import Campaign, SpecError, check_store_writable, load_campaign, spec_record
+from orchestrator.spec import Campaign, SpecError, check_store_writable, load_campaign
 
 DEFAULT_STORE = "./lth-store"
 store_option = click.option(
@@ -90,28 +90,15 @@ def validate(campaign: str, data_check: bool, max_cells: int | None) -> None:
         click.echo(f"  {line}")
 
 
-def register_campaign(store, campaign: Campaign, plan) -> None:
-    """Store the submitted spec and plan; refuse a different spec under an existing name."""
-    from orchestrator import paths
-    from orchestrator.status import plan_index
+def register_campaign(store, campaign: Campaign, plan) -> str:
+    """Store the submitted spec and plan (orchestrator/campaigns.py): "new", "same" (a resume)
+    or "extended" (a superset spec); a spec that changes existing cells is refused."""
+    from orchestrator.campaigns import SpecChanged, register
 
-    name = campaign.name
-    spec_yaml, spec_json, plan_json = paths.spec_yaml(name), paths.spec_json(name), paths.plan_json(name)
-    canonical = spec_record(campaign)
-    stored = store.get_json(spec_json)
-    if stored is not None and stored != canonical:
-        raise click.ClickException(
-            f"campaign {campaign.name!r} already exists in {store.uri} with a different spec; "
-            "rerun with the same spec to resume it, or give this one a new name"
-        )
-    if stored is None:
-        plan_data = plan.to_json()
-        store.put_text(spec_yaml, campaign.text)
-        store.put_json(plan_json, plan_data)
-        store.put_json(paths.plan_index(name), plan_index(plan_data))  # what `lth status` reads
-        store.put_json(spec_json, canonical)  # last: its presence means the campaign is registered
-    elif not store.exists(paths.plan_index(name)):  # registered before the index existed
-        store.put_json(paths.plan_index(name), plan_index(plan.to_json()))
+    try:
+        return register(store, campaign, plan)
+    except SpecChanged as e:
+        raise click.ClickException(str(e)) from None
 
 
 @main.command()
@@ -122,9 +109,13 @@ def register_campaign(store, campaign: Campaign, plan) -> None:
 @max_cells_option
 @click.option("--report/--no-report", default=True, show_default=True,
               help="After the run, write reports/<campaign>/ and print the rewind-vs-reinit verdict table.")
+@click.option("--recompute", "recompute", multiple=True, metavar="UNIT_ID|STAGE",
+              help="Train these units of the campaign again (a unit id, or dense / trajectory / branch for all of "
+                   "a stage), with the units that depend on them; their old rows are replaced in one commit. "
+                   "Repeatable.")
 def run(campaign: str, store: str, address: str | None, max_concurrent: int | None, max_cells: int | None,
-        report: bool) -> None:
-    """Run (or resume) CAMPAIGN.yaml: only units not finished in the store are trained."""
+        report: bool, recompute: tuple[str, ...]) -> None:
+    """Run (or resume) CAMPAIGN.yaml: only units not finished in the store (in any campaign) are trained."""
     from orchestrator.plan import make_plan
     from orchestrator.store import Store
 
@@ -135,8 +126,12 @@ def run(campaign: str, store: str, address: str | None, max_concurrent: int | No
         raise click.ClickException(str(e)) from None
     plan = make_plan(c)
     st = Store(store)
-    register_campaign(st, c, plan)
-    click.echo(f"campaign {c.name} -> {st.uri}: " + "; ".join(plan.summary().lines()), err=True)
+    from orchestrator import recompute as forgetting
+
+    try:
+        forgotten = forgetting.targets(plan, recompute)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
     from orchestrator.execution import run_plan
     from orchestrator.lease import LeaseHeld, acquire
     from orchestrator.status import driver_finished, driver_started
@@ -145,6 +140,16 @@ def run(campaign: str, store: str, address: str | None, max_concurrent: int | No
         lease = acquire(st, c.name)
     except LeaseHeld as e:
         raise click.ClickException(str(e)) from None
+    try:  # under the lease: extending a campaign rewrites the plan its driver runs
+        how = register_campaign(st, c, plan)
+        forgetting.forget(st, plan, forgotten)
+    except BaseException:
+        lease.release()
+        raise
+    click.echo(f"campaign {c.name} -> {st.uri}" + (" (extended: only new units run)" if how == "extended" else "")
+               + ": " + "; ".join(plan.summary().lines()), err=True)
+    if forgotten:
+        click.echo(f"recomputing {len(forgotten)} unit(s): {', '.join(forgotten)}", err=True)
     # lets `lth status` tell a live driver's "running" units from a killed driver's leftovers
     driver = driver_started(st, c.name)
     outcome = "error"

@@ -53,8 +53,10 @@ def app_id(campaign: str) -> str:
 
 
 def unit_signature(m: UnitMarker) -> str:
-    """What a commit of the unit's rows depends on: a rerun changes it."""
-    return f"{m.status}|{m.attempts}|{m.levels_done}|{m.finished_at}"
+    """What a commit of the unit's rows depends on: a rerun changes it, and so do rows written
+    again for other cells (``served``, orchestrator/reuse.py; absent from older markers)."""
+    served = m.extra.get("served")
+    return f"{m.status}|{m.attempts}|{m.levels_done}|{m.finished_at}" + (f"|{served}" if served else "")
 
 
 def _row_signature(row: dict) -> str:
@@ -88,6 +90,7 @@ class Batch:
     cells: dict[str, str]  # trial id -> signature of its row
     replace_units: list[str]  # committed before: their rows are replaced
     replace_cells: list[str]
+    drop_cells: list[str] = field(default_factory=list)  # a batch of its own: delete these cells' rows
 
 
 @dataclass
@@ -166,6 +169,18 @@ class Committer:
             self._last, self._last_cost = time.monotonic(), time.monotonic() - t0
             self.stats.seconds += self._last_cost
 
+    def drop_cells(self, trial_ids: list[str]) -> Batch | None:
+        """Delete every row of these cells (superseded by a longer schedule, ``campaigns.py``)
+        from every table, as one batch (exactly once, like any batch)."""
+        if not trial_ids:
+            return None
+        if self.lease is not None:
+            self.lease.check()
+        batch = Batch(self.log.batch + 1, {}, {}, [], [], drop_cells=sorted(trial_ids))
+        self.store.put_json(paths.pending_batch(self.campaign), asdict(batch))
+        self._apply(batch)
+        return batch
+
     def _next_batch(self) -> Batch | None:
         self.refresh()
         units = {uid: unit_signature(m) for uid, m in self.markers.items()
@@ -209,7 +224,9 @@ class Committer:
     def _apply(self, batch: Batch) -> None:
         staged = self._staged(batch.units)
         for table in COMMIT_ORDER:
-            if table == "trials":
+            if batch.drop_cells:
+                data, replace = None, _in_predicate(self.campaign, "trial_id", batch.drop_cells)
+            elif table == "trials":
                 rows = [self._row(t, cell_state(self.plan, self.markers, t)) for t in sorted(batch.cells)]
                 data = _with_campaign(conform("trials", rows), self.campaign) if rows else None
                 # the predicate names every cell of the batch: delta-rs requires the new rows to match it
@@ -227,6 +244,8 @@ class Committer:
         self.log.batch = batch.batch
         self.log.units.update(batch.units)
         self.log.cells.update(batch.cells)
+        for tid in batch.drop_cells:
+            self.log.cells.pop(tid, None)
         self.log.save(self.store, self.campaign)
         faults.kill_point("commit:recorded")  # test hook: recorded, intent and staging still there
         self._clean_up(batch)

@@ -21,6 +21,7 @@ marker.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -32,11 +33,14 @@ import ray
 from ray import tune
 
 from orchestrator import faults, paths, tables, worker_signals
+from orchestrator.claims import train_once
 from orchestrator.committer import COMMIT_ORDER, Committer
+from orchestrator.continuation import continue_all
 from orchestrator.lease import Lease, acquire
 from orchestrator.ledger import UnitMarker, now
 from orchestrator.plan import STAGES, Plan, Unit
 from orchestrator.progress import Progress, ProgressCallback
+from orchestrator.reuse import REUSED_FROM, serve_finished
 from orchestrator.spec import Campaign
 from orchestrator.store import Store
 from orchestrator.units import run_unit, runnable
@@ -51,6 +55,9 @@ REPORT_EVERY_S = 2.0  # a bundle reports progress at most this often (each repor
 class RunSummary:
     campaign: str
     units: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> {ran, skipped, failed, blocked}
+    reused: dict[str, int] = field(default_factory=dict)  # stage -> units served from another campaign's run
+    reused_seconds: float = 0.0  # compute seconds those units took where they were computed
+    continued: int = 0  # units that continued a finished shorter unit of their lineage (more levels)
     cells: dict[str, int] = field(default_factory=dict)  # status -> count
     seconds: float = 0.0
     unit_seconds: float = 0.0  # compute seconds of the units run in this invocation
@@ -67,8 +74,13 @@ class RunSummary:
         units = ", ".join(
             f"{s} {v['ran']} ran/{v['skipped']} skipped" + (f"/{v['failed']} failed" if v["failed"] else "")
             + (f"/{v['blocked']} blocked" if v["blocked"] else "")
+            + (f"/{self.reused[s]} reused" if self.reused.get(s) else "")
             for s, v in self.units.items()
         )
+        if sum(self.reused.values()):
+            units += f" (reused units saved {self.reused_seconds:.1f}s of compute)"
+        if self.continued:
+            units += f" ({self.continued} continued from a shorter schedule: only their new levels ran)"
         cells = ", ".join(f"{k} {v}" for k, v in self.cells.items() if v)
         store = (f" | store: {self.commits} commit(s) in {self.commit_seconds:.1f}s, "
                  f"{sum(self.files.values())} data file(s) after compaction ({self.phases.get('compact', 0):.1f}s)")
@@ -147,8 +159,10 @@ def _trainable(config: dict, *, bundles: list[tuple[str, ...]], plan: Plan, stor
             if not UnitMarker.load(store, campaign, unit.unit_id).finished:
                 if not runnable(store, campaign, unit)[0]:
                     continue  # blocked: left for the driver to report
-                try:
-                    run_unit(store, campaign, unit, node=node, actor=actor, checkpoint=checkpoint)
+                try:  # under the unit's global claim; served instead if another campaign finished it
+                    train_once(store, campaign, unit,
+                               functools.partial(run_unit, store, campaign, unit, node=node, actor=actor,
+                                                 checkpoint=checkpoint))
                 except Preempted:  # SIGTERM: checkpointed, the worker is ending; Tune's retry continues it
                     raise
                 except Exception as e:  # noqa: BLE001 - recorded in the unit's marker; retried via Tune
@@ -232,22 +246,29 @@ def run_plan(
             lease.release()
         raise
     _quiet()
-    try:
-        started = connect(address)
-    except BaseException:
-        if own_lease:
-            lease.release()
-        raise
+    started = False
     summary = RunSummary(campaign=plan.campaign)
     try:
-        cpus = ray.cluster_resources().get("CPU", 1.0)
-        summary.slots = max(1, int(cpus // res.cpus_per_trial))
-        if max_concurrent:
-            summary.slots = min(summary.slots, max_concurrent)
         all_units = list(plan.units.values())
         committer = Committer(store, plan, lease=lease)  # first re-applies a batch a killed driver left half committed
         before = dict(committer.refresh(full=True))
-        unfinished = [u for u in all_units if not before[u.unit_id].finished]
+        # units finished in the store (another campaign, or this one for fewer cells) are served, not trained
+        served = serve_finished(store, plan, before)
+        # units with more levels than a finished unit of their lineage continue it (issue 14)
+        summary.continued = len(continue_all(store, plan, dict(committer.refresh(full=True))))
+        # cells an extension replaced by longer schedules: their rows go once their units were continued
+        superseded = store.get_json(paths.superseded(plan.campaign))
+        if superseded:
+            committer.drop_cells(superseded)
+            store.delete(paths.superseded(plan.campaign))
+        current = dict(committer.refresh(full=True)) if served.reused or served.extended or summary.continued else before
+        unfinished = [u for u in all_units if not current[u.unit_id].finished]
+        if unfinished:  # Ray only when something is left to train (a campaign served from the store needs none)
+            started = connect(address)
+            cpus = ray.cluster_resources().get("CPU", 1.0)
+            summary.slots = max(1, int(cpus // res.cpus_per_trial))
+            if max_concurrent:
+                summary.slots = min(summary.slots, max_concurrent)
         fams = families(unfinished)
         if layout == "auto":
             layout = "families" if len(fams) >= 2 * summary.slots else "staged"
@@ -256,7 +277,8 @@ def run_plan(
         if layout == "families":
             progress.label = "all stages"  # from the first line on (staged: the stage's name)
         finished = {uid for uid, m in before.items() if m.finished}
-        progress.begin(skipped={s: sum(u.unit_id in finished for u in plan.stage(s)) for s in STAGES})
+        progress.begin(skipped={s: sum(u.unit_id in finished for u in plan.stage(s)) for s in STAGES},
+                       reused={s: sum(plan.units[uid].stage == s for uid in served.reused) for s in STAGES})
         storage = store.uri.rstrip("/") + "/" + paths.ray_storage()
         if "://" not in storage:
             os.makedirs(storage, exist_ok=True)
@@ -287,7 +309,12 @@ def run_plan(
         committer.refresh(full=True)
         committer.commit()
         after = committer.markers
-        summary.units = _stage_counts(plan, before, after)
+        # reused: before the run (served) or by a worker that found another campaign's result (claims)
+        reused = [uid for uid, m in after.items() if not before[uid].finished and m.finished
+                  and REUSED_FROM in m.extra]
+        summary.reused = {s: sum(plan.units[uid].stage == s for uid in reused) for s in STAGES}
+        summary.reused_seconds = sum(float(after[uid].extra.get("reused_seconds") or 0.0) for uid in reused)
+        summary.units = _stage_counts(plan, before, after, set(reused))
         summary.unit_seconds = sum(m.seconds for m in after.values())
         summary.cells = committer.counts()
         summary.commits, summary.commit_seconds = committer.stats.batches, committer.stats.seconds
@@ -304,14 +331,18 @@ def run_plan(
     return summary
 
 
-def _stage_counts(plan: Plan, before: dict[str, UnitMarker], after: dict[str, UnitMarker]) -> dict[str, dict[str, int]]:
+def _stage_counts(plan: Plan, before: dict[str, UnitMarker], after: dict[str, UnitMarker],
+                 reused: set[str] = frozenset()) -> dict[str, dict[str, int]]:
     """Per stage: skipped (finished before this run), ran (attempted or marked failed in this
-    run), failed (of those ran), blocked (neither: an upstream unit failed or diverged)."""
+    run), failed (of those ran), blocked (neither: an upstream unit failed or diverged).
+    ``reused`` units (served from another campaign's run, ``RunSummary.reused``) are in none."""
     out = {}
     for stage in STAGES:
         c = {"ran": 0, "skipped": 0, "failed": 0, "blocked": 0}
         for u in plan.stage(stage):
             b, a = before[u.unit_id], after[u.unit_id]
+            if u.unit_id in reused:
+                continue
             if b.finished:
                 c["skipped"] += 1
             elif a != b:

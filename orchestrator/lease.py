@@ -1,5 +1,8 @@
 """One driver per campaign: the lease (``paths.lease``).
 
+The same mechanism, at another ``Site``, is the per-unit claim across campaigns
+(``orchestrator/claims.py``): ``take(store, site)``.
+
 ``lth run`` takes the campaign's lease before it writes anything a driver owns (its driver
 record, markers, commits) and keeps it until it ends, renewing a heartbeat every
 ``HEARTBEAT_S``. A second ``lth run`` of the same campaign on the same store refuses,
@@ -127,10 +130,25 @@ def stale_after() -> float:
         raise StoreError(f"LTH_LEASE_STALE_S: expected a number of seconds, got {value!r}") from None
 
 
-def read(store: Store, campaign: str) -> LeaseRecord | None:
-    """The campaign's lease as stored (None: none, or unreadable)."""
+@dataclass(frozen=True)
+class Site:
+    """Where a lease lives: its file, the lock file serialising its changes, what it guards."""
+
+    path: str
+    lock: str
+    what: str  # for messages: "campaign 'x'", "unit d-..."
+
+    @classmethod
+    def of(cls, campaign: str) -> Site:
+        """The campaign's lease: one driver per campaign."""
+        return cls(paths.lease(campaign), paths.lease_lock(campaign), f"campaign {campaign!r}")
+
+
+def read(store: Store, campaign: str | Site) -> LeaseRecord | None:
+    """The lease (of a campaign, or at a ``Site``) as stored (None: none, or unreadable)."""
+    site = campaign if isinstance(campaign, Site) else Site.of(campaign)
     try:
-        return LeaseRecord.from_json(store.get_json(paths.lease(campaign)))
+        return LeaseRecord.from_json(store.get_json(site.path))
     except StoreError:
         return None
 
@@ -138,26 +156,26 @@ def read(store: Store, campaign: str) -> LeaseRecord | None:
 class Lease:
     """A held lease; renews its heartbeat from a daemon thread until ``release``."""
 
-    def __init__(self, store: Store, campaign: str, record: LeaseRecord):
-        self.store, self.campaign, self.record = store, campaign, record
+    def __init__(self, store: Store, site: Site, record: LeaseRecord):
+        self.store, self.site, self.record = store, site, record
         self.lost: str | None = None  # why the heartbeat found the lease gone
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{campaign}", daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{site.what}", daemon=True)
         self._thread.start()
 
     def check(self) -> None:
         """Raise ``LeaseLost`` unless the stored lease is still this driver's."""
-        current = read(self.store, self.campaign)
+        current = read(self.store, self.site)
         if current is None or current.run_id != self.record.run_id:
             who = current.describe() if current else "nobody (the lease file is gone)"
-            raise LeaseLost(f"campaign {self.campaign!r}: this driver's lease was taken over by {who}; "
+            raise LeaseLost(f"{self.site.what}: this driver's lease was taken over by {who}; "
                             "stopping before the next commit")
 
     def renew(self) -> None:
-        with _exclusive(self.store, self.campaign):  # no takeover between the check and the write
+        with _exclusive(self.store, self.site):  # no takeover between the check and the write
             self.check()
             self.record = LeaseRecord(**{**asdict(self.record), "heartbeat": _now().isoformat()})
-            self.store.put_json(paths.lease(self.campaign), asdict(self.record))
+            self.store.put_json(self.site.path, asdict(self.record))
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
@@ -173,10 +191,10 @@ class Lease:
         """Stop the heartbeat and remove the lease if it is still ours."""
         self._stop.set()
         self._thread.join()
-        with _exclusive(self.store, self.campaign):
-            current = read(self.store, self.campaign)
+        with _exclusive(self.store, self.site):
+            current = read(self.store, self.site)
             if current is not None and current.run_id == self.record.run_id:
-                self.store.delete(paths.lease(self.campaign))
+                self.store.delete(self.site.path)
 
     def __enter__(self) -> Lease:
         return self
@@ -188,48 +206,55 @@ class Lease:
 def acquire(store: Store, campaign: str) -> Lease:
     """Take the campaign's lease, or raise ``LeaseHeld`` naming the live holder."""
     limit = stale_after()
+    return take(store, Site.of(campaign), held=lambda current: (
+        f"campaign {campaign!r} in {store.uri} is being run by another driver: {current.describe()}. "
+        f"Wait for it to finish (`lth status` shows its progress); a driver that died is taken over "
+        f"by the next `lth run`: at once on its own host, after {limit:.0f} s without a heartbeat "
+        "from another host (LTH_LEASE_STALE_S)"))
+
+
+def take(store: Store, site: Site, held=None) -> Lease:
+    """Take the lease at ``site`` (absent, or left by a dead holder), or raise ``LeaseHeld``
+    (``held(record)``: its message; by default it names the live holder)."""
+    limit = stale_after()
     for _ in range(5):  # a few rounds of losing a race to a taker that then died are enough
-        current = read(store, campaign)
+        current = read(store, site)
         if current is not None and current.alive(limit):
-            raise LeaseHeld(
-                f"campaign {campaign!r} in {store.uri} is being run by another driver: {current.describe()}. "
-                f"Wait for it to finish (`lth status` shows its progress); a driver that died is taken over "
-                f"by the next `lth run`: at once on its own host, after {limit:.0f} s without a heartbeat "
-                "from another host (LTH_LEASE_STALE_S)")
+            raise LeaseHeld(held(current) if held else f"{site.what} is held by {current.describe()}")
         mine = LeaseRecord.mine()
-        if _publish(store, campaign, mine, current):
-            return Lease(store, campaign, mine)
-    raise LeaseHeld(f"campaign {campaign!r}: could not take the lease (other drivers kept taking it)")
+        if _publish(store, site, mine, current):
+            return Lease(store, site, mine)
+    raise LeaseHeld(f"{site.what}: could not take the lease (other holders kept taking it)")
 
 
 @contextlib.contextmanager
-def _exclusive(store: Store, campaign: str):
+def _exclusive(store: Store, site: Site):
     """Hold the lease's lock file (local / NFS stores; a no-op on object stores)."""
     if not isinstance(store.fs, pafs.LocalFileSystem):
         yield
         return
-    lock_path = store.full(paths.lease_lock(campaign))
+    lock_path = store.full(site.lock)
     os.makedirs(os.path.dirname(lock_path), exist_ok=True)
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, or by the kernel if this process dies
         yield
 
 
-def _publish(store: Store, campaign: str, mine: LeaseRecord, dead: LeaseRecord | None) -> bool:
+def _publish(store: Store, site: Site, mine: LeaseRecord, dead: LeaseRecord | None) -> bool:
     """Write ``mine`` as the lease unless another driver got there first; True if held."""
     data = json.dumps(asdict(mine), sort_keys=True, indent=1).encode()
     if isinstance(store.fs, pafs.LocalFileSystem):
-        with _exclusive(store, campaign):
-            there = read(store, campaign)
+        with _exclusive(store, site):
+            there = read(store, site)
             if (there.run_id if there else None) != (dead.run_id if dead else None):
                 return False  # another driver published or took over since the caller looked
-            final = store.full(paths.lease(campaign))
+            final = store.full(site.path)
             tmp = f"{final}.new-{mine.run_id}"
             with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, final)  # atomic: readers see the old lease or the new one, whole
             return True
-    store.put_bytes(paths.lease(campaign), data)
+    store.put_bytes(site.path, data)
     time.sleep(SETTLE_S)
-    back = read(store, campaign)
+    back = read(store, site)
     return back is not None and back.run_id == mine.run_id

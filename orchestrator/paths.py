@@ -8,8 +8,11 @@ The store's layout under its root (a local directory or an object-store URI)::
     _units/campaign=<name>/<unit>.json          unit markers (orchestrator/ledger.py: UnitMarker)
     _ledger/campaign=<name>/...                 the driver's commit log and lease (orchestrator/ledger.py)
     _campaigns/<name>/spec.yaml, spec.json, plan.json, plan-index.json, driver.json
+    _campaigns/<name>/specs/v<NNN>-<date>.yaml  every registered version of the spec (orchestrator/campaigns.py)
     _artifacts/<unit>/<name>.pt                 dense weights, masks, per-level driver weights
     _checkpoints/campaign=<name>/<unit>.ckpt    the unit's running training (trainers/checkpoint.py), removed when done
+    _claims/<unit>.json                         who trains the unit now, across campaigns (orchestrator/claims.py)
+    _lineage/<lineage>/<unit>.json              finished units a longer schedule continues (orchestrator/continuation.py)
     _ray/                                       Ray Tune's experiment directories
 
 Paths are '/'-separated and relative to the store root; ``Store.full`` makes them absolute.
@@ -28,8 +31,10 @@ CAMPAIGNS = "_campaigns"
 ARTIFACTS = "_artifacts"
 RAY = "_ray"
 CHECKPOINTS = "_checkpoints"
+CLAIMS = "_claims"
+LINEAGE = "_lineage"
 # Top-level entries that are not tables (a table name never starts with an underscore).
-RESERVED = (UNITS, STAGING, LEDGER, CAMPAIGNS, ARTIFACTS, RAY, CHECKPOINTS)
+RESERVED = (UNITS, STAGING, LEDGER, CAMPAIGNS, ARTIFACTS, RAY, CHECKPOINTS, CLAIMS, LINEAGE)
 
 
 def partition(campaign: str) -> str:
@@ -112,12 +117,35 @@ def spec_json(campaign: str) -> str:
     return f"{campaign_dir(campaign)}/spec.json"
 
 
+def spec_versions_dir(campaign: str) -> str:
+    return f"{campaign_dir(campaign)}/specs"
+
+
+def spec_version(campaign: str, number: int, date: str) -> str:
+    """Version ``number`` (1, 2, ...) of the campaign's spec, registered at ``date`` (UTC, compact ISO)."""
+    return f"{spec_versions_dir(campaign)}/v{number:03d}-{date}.yaml"
+
+
+def parse_spec_version(path: str) -> tuple[int | None, str]:
+    """(number, date) of a ``spec_version`` path; (None, "") for any other file."""
+    base = path.rsplit("/", 1)[-1]
+    if not (base.startswith("v") and base.endswith(".yaml") and "-" in base):
+        return None, ""
+    number, _, date = base[1:-len(".yaml")].partition("-")
+    return (int(number), date) if number.isdigit() else (None, "")
+
+
 def plan_json(campaign: str) -> str:
     return f"{campaign_dir(campaign)}/plan.json"
 
 
 def plan_index(campaign: str) -> str:
     return f"{campaign_dir(campaign)}/plan-index.json"
+
+
+def superseded(campaign: str) -> str:
+    """Cells an extension replaced by longer schedules, whose rows the next driver deletes."""
+    return f"{campaign_dir(campaign)}/superseded.json"
 
 
 def driver(campaign: str) -> str:
@@ -140,6 +168,24 @@ def checkpoints_dir(campaign: str) -> str:
 def checkpoint(campaign: str, unit_id: str) -> str:
     """The checkpoint of the training a unit is running: any node continues it from here."""
     return f"{checkpoints_dir(campaign)}/{unit_id}.ckpt"
+
+
+def unit_claim(unit_id: str) -> str:
+    """The lease of the worker training the unit, whatever its campaign (one training per unit id)."""
+    return f"{CLAIMS}/{unit_id}.json"
+
+
+def unit_claim_lock(unit_id: str) -> str:
+    return f"{unit_claim(unit_id)}.lock"
+
+
+def lineage_dir(lineage: str) -> str:
+    return f"{LINEAGE}/{lineage}"
+
+
+def lineage_entry(lineage: str, unit_id: str) -> str:
+    """A finished unit of the lineage: its campaign and number of levels."""
+    return f"{lineage_dir(lineage)}/{unit_id}.json"
 
 
 def ray_storage() -> str:

@@ -8,8 +8,10 @@
   every level on the trajectory's masks (reinit reuses rewind's masks, as in the papers).
 
 A unit's rows are written once per cell it serves (``serves``); ``unit_id`` names the
-computing unit. ids are short sha256 hashes of canonical settings, so they are stable
-across runs and machines (resume relies on it).
+computing unit. ids are short sha256 hashes of canonical settings plus the version stamps
+of the trainer code the unit runs (``trainers/versions.py``), so they are stable across runs
+and machines (resume relies on it) and name a result exactly: the store serves a finished
+unit to any campaign that plans the same id (``orchestrator/reuse.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from orchestrator.ids import stable_hash
 from orchestrator.spec import Campaign, Cell
 from trainers.config import PruneConfig, RunSetup
 from trainers.records import DENSE
+from trainers.versions import unit_stamps
 
 STAGES = ("dense", "trajectory", "branch")
 
@@ -38,10 +41,19 @@ class Unit:
     serves: tuple[str, ...] = ()  # trial ids that get this unit's training rows
     mask_serves: tuple[str, ...] = ()  # trajectory: trial ids that get its mask statistics
     rewind_iterations: tuple[int, ...] = ()  # dense: snapshot iterations for rewind@k resets
+    # trajectory / branch: the id settings without prune.levels; units of one lineage share their
+    # first levels, so a longer one continues a finished shorter one (orchestrator/continuation.py)
+    lineage: str | None = None
 
     @property
     def trainings(self) -> int:
         return 1 if self.stage == "dense" else self.setup.prune.levels
+
+    @property
+    def served_key(self) -> str:
+        """Digest of the cells that get this unit's rows: a marker keeps the one its rows were
+        written for, so a campaign that grew finds the units to write again (orchestrator/reuse.py)."""
+        return stable_hash({"serves": sorted(self.serves), "mask_serves": sorted(self.mask_serves)})
 
     @property
     def budget(self) -> tuple[int | None, int | None]:
@@ -154,6 +166,15 @@ def _rewind_k(reset: str) -> int | None:
     return int(arg) if sep and mode == "rewind" and arg.isdigit() else None
 
 
+def _trajectory_settings(dense_id: str, cell: Cell, lineage: bool = False) -> dict:
+    """What a trajectory's id hashes; ``lineage``: without ``prune.levels`` (Unit.lineage)."""
+    prune = dict(cell.config["prune"])
+    if lineage:
+        prune.pop("levels")
+    return {"stage": "trajectory", "dense": dense_id, "prune": prune,
+            "code": unit_stamps("trajectory", cell.setup, cell.config["prune"]["mask_driver"])}
+
+
 def make_plan(campaign: Campaign) -> Plan:
     """Expand the campaign's cells into staged, shared units."""
     cells = campaign.cells
@@ -177,7 +198,7 @@ def make_plan(campaign: Campaign) -> Plan:
             }
         )
         settings = {"stage": "dense", **{x: c0.config[x] for x in ("data", "model", "train", "seed")},
-                    "rewind_iterations": points}
+                    "rewind_iterations": points, "code": unit_stamps("dense", c0.setup, DENSE)}
         uid = "d-" + stable_hash(settings)
         dense_id[k] = uid
         units[uid] = Unit(
@@ -192,7 +213,7 @@ def make_plan(campaign: Campaign) -> Plan:
     traj_cells: dict[str, list[Cell]] = defaultdict(list)
     for c in cells:
         d = dense_id[dense_key[c.trial_id]]
-        tid = "t-" + stable_hash({"stage": "trajectory", "dense": d, "prune": c.config["prune"]})
+        tid = "t-" + stable_hash(_trajectory_settings(d, c))
         traj_cells[tid].append(c)
     branch_units: dict[str, Unit] = {}
     cell_units: dict[str, tuple[str, ...]] = {}
@@ -200,7 +221,9 @@ def make_plan(campaign: Campaign) -> Plan:
         c0 = group[0]
         d = dense_id[dense_key[c0.trial_id]]
         driver = c0.config["prune"]["mask_driver"]
+        lineage = "l-" + stable_hash(_trajectory_settings(d, c0, lineage=True))
         units[tid] = Unit(
+            lineage=lineage,
             unit_id=tid,
             stage="trajectory",
             setup=c0.setup,
@@ -214,8 +237,11 @@ def make_plan(campaign: Campaign) -> Plan:
             if c.reset != driver:
                 by_reset[c.reset].append(c)
         for reset, rc in by_reset.items():
-            bid = "b-" + stable_hash({"stage": "branch", "trajectory": tid, "reset": reset})
+            bid = "b-" + stable_hash({"stage": "branch", "trajectory": tid, "reset": reset,
+                                      "code": unit_stamps("branch", c0.setup, reset)})
             branch_units[bid] = Unit(
+                lineage="l-" + stable_hash({"stage": "branch", "trajectory": lineage, "reset": reset,
+                                            "code": unit_stamps("branch", c0.setup, reset)}),
                 unit_id=bid,
                 stage="branch",
                 setup=c0.setup,

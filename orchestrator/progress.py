@@ -25,6 +25,7 @@ class Progress:
     def __init__(self, totals: dict[str, int], stream: TextIO | None = None):
         self.totals = dict(totals)
         self.skipped = dict.fromkeys(totals, 0)
+        self.reused = dict.fromkeys(totals, 0)  # of the skipped: served from another campaign's run
         self.trials: dict[str, dict[str, int]] = {}  # trial id -> latest {stage: done, "failed": n}
         self.label = next(iter(totals), "")
         self.started = time.monotonic()
@@ -40,9 +41,13 @@ class Progress:
         # Tune pickles callbacks with its experiment state; a stream is not picklable.
         return {k: v for k, v in self.__dict__.items() if k != "_stream"} | {"_stream": None}
 
-    def begin(self, skipped: dict[str, int]) -> None:
-        """Start counting; ``skipped`` units (finished before this run) count as done."""
+    def begin(self, skipped: dict[str, int], reused: dict[str, int] | None = None) -> None:
+        """Start counting; ``skipped`` units (finished before this run) and ``reused`` ones
+        (served from another campaign's run, shown apart) count as done."""
         self.skipped.update(skipped)
+        for stage, n in (reused or {}).items():
+            self.reused[stage] = n
+            self.skipped[stage] += n
         self.started = time.monotonic()
         self.show()
 
@@ -63,7 +68,10 @@ class Progress:
         now = time.monotonic()
         done = self.done
         parts = [f"[{self.label}]"] + [f"{s} {done[s]}/{self.totals[s]}" for s in self.totals]
-        parts += [f"failed {self.failed}", f"{_fmt(now - self.started)} elapsed"]
+        parts += [f"failed {self.failed}"]
+        if sum(self.reused.values()):
+            parts.append(f"reused {sum(self.reused.values())}")
+        parts.append(f"{_fmt(now - self.started)} elapsed")
         ran = sum(done.values()) - sum(self.skipped.values())
         left = sum(self.totals.values()) - sum(done.values())
         if ran and left:

@@ -442,6 +442,16 @@ class Store:
             out.append(path)
         return out
 
+    def stage_table(self, campaign: str, unit_id: str, table: str, key: str, data: pa.Table) -> str:
+        """Stage ready rows of ``table`` for a unit (rows another run computed, re-labelled by
+        ``orchestrator/reuse.py``) under ``key``, as ``stage_records`` stages records."""
+        check_name(campaign, "campaign name")
+        check_name(unit_id, "unit id")
+        check_name(key, "file key")
+        path = paths.staging_file(campaign, unit_id, table, key)
+        self._put_parquet(path, conform(table, data))
+        return path
+
     def write_records(
         self,
         campaign: str,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator import paths
+from orchestrator import continuation, paths
 from orchestrator.checkpoints import UnitCheckpoints
 from orchestrator.ledger import UnitMarker, now
 from orchestrator.plan import Unit
@@ -96,7 +96,9 @@ def run_unit(store: Store, campaign: str, unit: Unit, *, node: str | None = None
         raise
     ckpts.clear()
     marker.status, marker.reason, marker.finished_at = status, reason, now()
+    marker.extra["served"] = unit.served_key  # the cells its rows went to (orchestrator/reuse.py)
     level_done(marker.levels_done)  # the final marker, written last
+    continuation.record(store, campaign, unit, marker)  # a longer schedule can continue it
     return marker
 
 

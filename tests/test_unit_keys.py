@@ -217,3 +217,40 @@ def test_an_empty_plan_has_nothing_to_train():
     s = _plan().summary()
     assert s.lines() == ["cells: 0", "units: 0 (dense 0, trajectory 0, branch 0)",
                          "trainings: 0 planned vs 0 naive (nothing to train)"]
+
+
+@pytest.mark.parametrize("registry, name, changes", [
+    ("trainers.datasets:DATASETS", "digits", "dtb"),
+    ("trainers.models:MODELS", "mlp", "dtb"),
+    ("trainers.pruning:PRUNING_METHODS", "magnitude_global", "tb"),
+    ("trainers.resets:RESETS", "rewind", "tb"),  # rewind is the mask driver: its trajectory
+    ("trainers.resets:RESETS", "reinit", "b"),  # a branch's reset: that branch only
+])
+def test_a_bumped_version_stamp_changes_the_units_that_use_it(monkeypatch, registry, name, changes):
+    """A result computed by older trainer code is never served as the new code's: the version
+    stamp of each component a unit uses is part of its id (trainers/versions.py)."""
+    import importlib
+
+    module, attr = registry.split(":")
+    reg = getattr(importlib.import_module(module), attr)
+    cells = [_cell(BASE, "rewind"), _cell(BASE, "reinit")]
+    before = _plan(*cells)
+    monkeypatch.setitem(reg.versions, name, reg.versions[name] + 1)
+    after = _plan(*cells)
+    for stage in ("dense", "trajectory", "branch"):
+        ids_before = {u.unit_id for u in before.stage(stage)}
+        ids_after = {u.unit_id for u in after.stage(stage)}
+        if stage[0] in changes:
+            assert ids_before.isdisjoint(ids_after), f"{stage}: {name} bumped, unit kept its id"
+        else:
+            assert ids_before == ids_after, f"{stage}: {name} bumped, an unrelated unit changed id"
+    assert [c.trial_id for c in before.cells] == [c.trial_id for c in after.cells]  # trial ids never change
+
+
+def test_a_bumped_training_loop_changes_every_unit(monkeypatch):
+    import trainers.versions
+
+    cells = [_cell(BASE, "rewind"), _cell(BASE, "reinit")]
+    before = _plan(*cells)
+    monkeypatch.setattr(trainers.versions, "TRAINING_LOOP", trainers.versions.TRAINING_LOOP + 1)
+    assert set(_plan(*cells).units).isdisjoint(before.units)

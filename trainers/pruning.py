@@ -42,8 +42,8 @@ STRUCTURED_METHODS: set[str] = set()
 OUTPUT_ALIAS = "output"
 
 
-def register_pruning(name: str, *, structured: bool = False) -> Callable[[PruneFn], PruneFn]:
-    add = PRUNING_METHODS.register(name)
+def register_pruning(name: str, *, structured: bool = False, version: int = 1) -> Callable[[PruneFn], PruneFn]:
+    add = PRUNING_METHODS.register(name, version=version)  # version: see Registry
 
     def deco(fn: PruneFn) -> PruneFn:
         add(fn)

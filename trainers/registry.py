@@ -22,15 +22,20 @@ class Registry(dict[str, T]):
     ``options``: a frozen dataclass declaring the entry's options (``data.options`` /
     ``model.options`` of a campaign) with their types, defaults and ranges (``annotated_types``
     constraints on the field types); campaign validation checks them and the README lists them.
-    ``info``: anything else the registration declares (a dataset's sizes, see datasets.py)."""
+    ``info``: anything else the registration declares (a dataset's sizes, see datasets.py).
+    ``version``: the entry's semantics version, folded into the id of every unit that uses it
+    (``trainers/versions.py``), so a store never serves a result the changed code would not
+    compute: bump it in the same change that alters what the entry computes (not for a
+    refactor that keeps results bit-identical)."""
 
     def __init__(self, kind: str):
         super().__init__()
         self.kind = kind
         self.options: dict[str, type] = {}
         self.info: dict[str, Any] = {}
+        self.versions: dict[str, int] = {}
 
-    def register(self, name: str, options: type = NoOptions, info: Any = None) -> Callable[[T], T]:
+    def register(self, name: str, options: type = NoOptions, info: Any = None, version: int = 1) -> Callable[[T], T]:
         if not dataclasses.is_dataclass(options):
             raise TypeError(f"{self.kind} {name!r}: options must be a dataclass, got {options!r}")
 
@@ -39,6 +44,7 @@ class Registry(dict[str, T]):
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self[name] = fn
             self.options[name] = options
+            self.versions[name] = version
             if info is not None:
                 self.info[name] = info
             return fn
