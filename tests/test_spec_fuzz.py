@@ -10,6 +10,7 @@ examples in tests/bad_specs/. Derandomized: CI runs the same examples every time
 from __future__ import annotations
 
 import copy
+import datetime
 import math
 import os
 import tempfile
@@ -125,7 +126,10 @@ def mutants(draw):
     return text
 
 
-@settings(max_examples=FUZZ_EXAMPLES, **SETTINGS)
+# The bound, 2 s per mutant, as a deadline: an example takes ~10 ms in this warm process, so
+# only a hang or a blow-up (an expansion, a huge grid) reaches it. A fresh `lth validate` adds its
+# imports; benchmarks/bench_bad_specs.py measures those per refusal.
+@settings(max_examples=FUZZ_EXAMPLES, **{**SETTINGS, "deadline": datetime.timedelta(seconds=2)})
 @given(mutants())
 def test_every_mutant_is_valid_or_refused_without_a_traceback(text):
     assert_valid_or_refused(validate(text, "--no-data-check"))
