@@ -163,14 +163,16 @@ def test_direction_on_the_margin():
     assert list(pt.direction(deltas, MARGIN)) == want
 
 
-@pytest.mark.parametrize("power", [0.8, 0.9])
-def test_seeds_needed_is_the_first_n_reaching_the_power(power):
-    """Brute force over n with scipy's powers: the smallest n >= 2 whose power reaches the target."""
-    for delta, sd in itertools.product((-0.03, -0.002, 0.0, 0.005, 0.02, 0.05), (0.005, 0.013)):
-        got = pt.seeds_needed(delta, sd, MARGIN, power=power).item()
+@pytest.mark.parametrize(("power", "alpha"), [(0.8, pt.ALPHA), (0.9, pt.ALPHA), (0.8, pt.ALPHA / 3)])
+def test_seeds_needed_is_the_first_n_reaching_the_power(power, alpha):
+    """Brute force over n with scipy's powers: the smallest n >= 2 whose power reaches the target
+    (0.0005: so little noise that two pairs already decide)."""
+    for delta, sd in itertools.product((-0.03, -0.002, 0.0, 0.005, 0.02, 0.05), (0.0005, 0.005, 0.013)):
+        got = pt.seeds_needed(delta, sd, MARGIN, power=power, alpha=alpha).item()
         want = next((n for n in range(2, pt.MAX_SEEDS + 1)
-                     if ref_decision_power(n, delta, sd, MARGIN, pt.ALPHA) >= power), math.inf)
-        assert got == want, (delta, sd, power)
+                     if ref_decision_power(n, delta, sd, MARGIN, alpha) >= power), math.inf)
+        assert got == want, (delta, sd, power, alpha)
+    assert pt.seeds_needed(0.05, 0.0005, MARGIN).item() == 2
     assert pt.seeds_needed(0.02, 0.0, MARGIN).item() == 2  # no noise: two pairs decide
     assert math.isnan(pt.seeds_needed(math.nan, 0.01, MARGIN).item())
     assert math.isnan(pt.seeds_needed(0.01, math.nan, MARGIN).item())
@@ -178,12 +180,13 @@ def test_seeds_needed_is_the_first_n_reaching_the_power(power):
     assert list(vec) == [pt.seeds_needed(0.0, 0.013, MARGIN).item(), pt.seeds_needed(0.02, 0.005, MARGIN).item()]
 
 
-@pytest.mark.parametrize("power", [0.5, 0.8, 0.95])
-def test_minimum_detectable_effect_is_the_root_of_the_power(power):
+@pytest.mark.parametrize(("power", "alpha"), [(0.5, pt.ALPHA), (0.8, pt.ALPHA), (0.95, pt.ALPHA), (0.8, 0.01)])
+def test_minimum_detectable_effect_is_the_root_of_the_power(power, alpha):
     for n, sd in itertools.product((2, 3, 6, 20), (0.005, 0.013, 0.05)):
-        want = optimize.brentq(lambda d, n=n, sd=sd: ref_power_significant(n, d, sd, pt.ALPHA) - power,
+        want = optimize.brentq(lambda d, n=n, sd=sd: ref_power_significant(n, d, sd, alpha) - power,
                                0.0, 200 * sd, xtol=1e-14)
-        assert pt.minimum_detectable_effect(n, sd, power=power).item() == pytest.approx(want, rel=1e-6), (n, sd)
+        got = pt.minimum_detectable_effect(n, sd, power=power, alpha=alpha).item()
+        assert got == pytest.approx(want, rel=1e-6), (n, sd, alpha)
     assert pt.minimum_detectable_effect(5, 0.0).item() == 0.0
     assert math.isnan(pt.minimum_detectable_effect(1, 0.01).item())
     assert math.isnan(pt.minimum_detectable_effect(5, math.nan).item())
