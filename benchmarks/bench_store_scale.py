@@ -69,8 +69,11 @@ def lth() -> str:
     return str(Path(sys.executable).with_name("lth"))
 
 
+TIMEOUT = 1800.0  # seconds per command (--timeout)
+
+
 def run(argv: list[str], env: dict | None = None) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800, env=env)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)[:300]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return proc.stdout
@@ -84,7 +87,7 @@ def verdict_seconds(argv: list[str], env: dict | None = None) -> float:
     for line in proc.stdout:
         if first is None and line.startswith("|"):
             first = time.perf_counter() - t0
-    if proc.wait(timeout=1800) != 0 or first is None:
+    if proc.wait(timeout=TIMEOUT) != 0 or first is None:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}) or printed no table")
     return first
 
@@ -108,18 +111,26 @@ def measure(store: str, queries: list[str], repeat: int, work: Path, env: dict |
     ``plain``: also plain DuckDB over a local glob)."""
     out: dict[str, float] = {}
     args = ["--store", store]
+
+    def timed(name: str, fn) -> None:  # a failure or timeout is printed and shown as "failed"
+        try:
+            out[name] = best_of(fn, repeat)
+        except (SystemExit, subprocess.TimeoutExpired, Exception) as e:
+            out[name] = float("nan")
+            print(f"{store}: {name}: failed: {str(e)[:500]}", flush=True)
+
     # the floor: interpreter start and imports of the commands (no store read)
-    out["floor: lth status --help"] = best_of(lambda: run([lth(), "status", "--help"], env), repeat)
-    out["floor: lth sql --help"] = best_of(lambda: run([lth(), "sql", "--help"], env), repeat)
-    out["lth status (whole store)"] = best_of(lambda: run([lth(), "status", *args], env), repeat)
-    out["lth status bench-000"] = best_of(lambda: run([lth(), "status", campaign_name(0), *args], env), repeat)
+    timed("floor: lth status --help", lambda: run([lth(), "status", "--help"], env))
+    timed("floor: lth sql --help", lambda: run([lth(), "sql", "--help"], env))
+    timed("lth status (whole store)", lambda: run([lth(), "status", *args], env))
+    timed("lth status bench-000", lambda: run([lth(), "status", campaign_name(0), *args], env))
     for label, q in zip(LABELS, queries, strict=True):
-        out[f"{label}: lth sql"] = best_of(lambda q=q: run([lth(), "sql", q, *args], env), repeat)
-        out[f"{label}: connect+query"] = best_of(lambda q=q: run_sql(connect(store, warn=False), q), repeat)
+        timed(f"{label}: lth sql", lambda q=q: run([lth(), "sql", q, *args], env))
+        timed(f"{label}: connect+query", lambda q=q: run_sql(connect(store, warn=False), q))
         if plain:
-            out[f"{label}: plain DuckDB"] = best_of(lambda q=q: plain_duckdb(store, q), repeat)
+            timed(f"{label}: plain DuckDB", lambda q=q: plain_duckdb(store, q))
     report = ["report", campaign_name(0), *args, "--out", str(work / "report")]
-    out["lth report: verdict table"] = best_of(lambda: verdict_seconds([lth(), *report], env), repeat)
+    timed("lth report: verdict table", lambda: verdict_seconds([lth(), *report], env))
     return out
 
 
@@ -142,7 +153,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=Params.batch, help="units per commit of each campaign")
     ap.add_argument("--seeds", type=int, default=Params.seeds, help="seeds per campaign (32: 1,024 trials)")
     ap.add_argument("--s3", action="store_true", help="also on a local moto S3 server (smallest size)")
+    ap.add_argument("--s3-only", action="store_true", help="with --s3: skip the local measurements; S3 only for the compacted store")
+    ap.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds per command before it counts as failed")
     args = ap.parse_args()
+    global TIMEOUT
+    TIMEOUT = args.timeout
     p = Params(seeds=args.seeds, batch=args.batch)
     work = Path(args.workdir).resolve()
     os.environ["LTH_FIGURE_CACHE"] = str(work / "figure-cache")  # not the user's; inherited by `lth`
@@ -160,7 +175,7 @@ def main() -> None:
     # warm the figure cache: the verdict timing does not depend on it, the total does
     run([lth(), "report", campaign_name(0), "--store", str(stores[cols[-1]].root), "--out", str(work / "report")])
     results = {}
-    for col in cols:
+    for col in [] if args.s3_only else cols:
         results[col] = measure(str(stores[col].root), queries, args.repeat, work)
         print(f"measured {col}", flush=True)
     if args.s3:
@@ -178,7 +193,8 @@ def main() -> None:
         boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
                      aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket="lth")
         try:
-            for col in [c for c in cols if c.startswith(cols[0].split()[0])]:
+            smallest = [c for c in cols if c.startswith(cols[0].split()[0])]
+            for col in [c for c in smallest if c.endswith("after")] if args.s3_only else smallest:
                 t0 = time.perf_counter()
                 uri = s3_copy(stores[col].root, "lth", col.replace(" ", "-"), endpoint)
                 print(f"{col}: uploaded to {uri} in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -188,13 +204,12 @@ def main() -> None:
                 try:
                     results[s3col] = measure(uri, queries, args.repeat, work, env=env, plain=False)
                     cols.append(s3col)
-                except SystemExit as e:
-                    print(f"{s3col}: not measured: {str(e)[:1500]}", flush=True)
                 finally:
                     os.environ.clear()
                     os.environ.update(saved)
         finally:
             server.stop()
+    cols = [c for c in cols if c in results]
     print()
     print(f"best of {args.repeat}, seconds; 'before'/'after': the campaigns' per-batch files / compacted")
     sizes = list(dict.fromkeys(c.split()[0] for c in cols if "S3" not in c))
@@ -207,15 +222,18 @@ def main() -> None:
         for _, a, b in growth:
             line += f"{results[b][row] / results[a][row]:17.1f}x"
         print(line)
+    if not sizes:  # --s3-only
+        return
     small = f"{sizes[0]} after"
     print()
     targets = [r for r in results[small] if r.startswith("lth status") or r.endswith(": lth sql")
                or r.endswith("connect+query") or r.startswith("lth report")]
-    over = [r for r in targets if results[small][r] > LIMIT]
+    over = [r for r in targets if not results[small][r] <= LIMIT]  # (a failure is NaN)
     print(f"target <= {LIMIT:g} s at {small}: " + ("met by all " + str(len(targets)) if not over
                                                     else f"OVER: {', '.join(over)}"))
     if growth:
-        worst = max((results[b][r] / results[a][r], r, g) for g, a, b in growth for r in results[a])
+        worst = max((results[b][r] / results[a][r], r, g) for g, a, b in growth for r in results[a]
+                    if results[b][r] / results[a][r] == results[b][r] / results[a][r])  # (not NaN)
         print(f"largest growth {worst[2]}: {worst[0]:.1f}x ({worst[1]}); target <= "
               f"{args.sizes[-1] / args.sizes[0]:g}x (trials grow {args.sizes[-1] / args.sizes[0]:g}x)")
 
