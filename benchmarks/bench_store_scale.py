@@ -146,6 +146,7 @@ def s3_copy(local: Path, bucket: str, prefix: str, endpoint: str) -> str:
 
 
 def main() -> None:
+    global TIMEOUT
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", required=True, help="stores cached here (built on first use)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100], help="campaigns of 1,024 trials per store")
@@ -156,7 +157,6 @@ def main() -> None:
     ap.add_argument("--s3-only", action="store_true", help="with --s3: skip the local measurements; S3 only for the compacted store")
     ap.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds per command before it counts as failed")
     args = ap.parse_args()
-    global TIMEOUT
     TIMEOUT = args.timeout
     p = Params(seeds=args.seeds, batch=args.batch)
     work = Path(args.workdir).resolve()
