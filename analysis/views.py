@@ -68,8 +68,11 @@ def _cell_view_sql(view: str, table: str) -> str:
     axes = ", ".join(f"t.{c}" for c in _JOIN_AXES)
     # metrics.lr (the lr in force that epoch) would collide with the cell's lr axis
     cols = ", ".join(f"m.{c} AS epoch_{c}" if c in _JOIN_AXES else f"m.{c}" for c in measured)
+    # ``campaign`` from trials (equal to m.campaign): a query joining two cell views on campaign
+    # and the axes then joins the trials scans on campaign too. Taken from m, DuckDB joined them
+    # on the axes alone, campaigns x the rows for replicated campaigns (test_analysis_views.py).
     return (
-        f"CREATE VIEW {view} AS SELECT m.campaign, m.trial_id, {axes}, t.reset AS trial_reset, "
+        f"CREATE VIEW {view} AS SELECT t.campaign, m.trial_id, {axes}, t.reset AS trial_reset, "
         f"t.status AS trial_status, t.axes_json, {cols} "
         f"FROM {table} m JOIN trials t ON t.campaign = m.campaign AND t.trial_id = m.trial_id"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import duckdb
 import pyarrow.parquet as pq
@@ -137,3 +138,25 @@ def test_sql_cli(store):
     assert ok.exit_code == 0 and ok.output.split() == ["n", "6"]
     bad = runner.invoke(sql_command, ["DROP VIEW trials", "--store", store.root])
     assert bad.exit_code != 0 and "refused: DROP" in bad.output
+
+
+def test_cell_view_joins_stay_linear_in_campaigns(tmp_path):
+    """The README's rewind-minus-reinit self-join of ``cell_levels`` over a store of many campaigns
+    with the same trial ids (replications): no operator may produce more rows than the levels
+    table holds. With ``campaign`` taken from the measurement table, DuckDB joined the two
+    ``trials`` scans without it: campaigns x the rows (27x the time for 10x the trials,
+    benchmarks/bench_store_scale.py)."""
+    s = Store(tmp_path / "store")
+    for i in range(20):
+        write_campaign(s, f"c{i:02d}", CELLS, acc, seeds=(0, 1, 2), levels=2)
+    con = connect(s)
+    levels = con.execute("SELECT count(*) FROM levels").fetchone()[0]
+    query = """SELECT r.structure, r.lr, r.level, avg(r.best_test_accuracy - c.best_test_accuracy) AS gain
+               FROM cell_levels r JOIN cell_levels c USING (campaign, arch, structure, schedule, lr, seed, level)
+               WHERE r.trial_reset = 'rewind' AND c.trial_reset = 'reinit' AND r.level > 0 GROUP BY ALL"""
+    profile = "\n".join(str(r[1]) for r in con.execute("EXPLAIN ANALYZE " + query).fetchall())
+    rows = [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) rows", profile)]
+    assert rows and max(rows) <= levels, profile
+    result = con.execute(query + " ORDER BY ALL").fetchall()
+    assert [r[:3] for r in result] == [("unstructured", 0.1, 1), ("unstructured", 0.1, 2)]
+    assert all(abs(r[3]) < 1e-12 for r in result)  # acc() does not depend on the reset
