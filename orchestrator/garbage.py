@@ -7,7 +7,9 @@ A run leaves, besides its tables (the record, never touched here):
 * ``_artifacts/<unit>/``: dense weights, per-level masks and driver weights. A unit that is
   not finished, or another campaign that has not finished a unit of its own plan, may still
   load them; only artifacts no unfinished unit of any campaign in the store names are
-  garbage. ``keep_weights`` keeps them all (e.g. to analyse the masks later).
+  garbage. ``keep_weights`` keeps them all (e.g. to analyse the masks later). A later campaign
+  does not reuse a dense or trajectory unit whose artifacts are gone (``reuse.artifacts_kept``):
+  it trains it again.
 * ``_staging/`` and ``_checkpoints/`` of finished units: normally already deleted by the
   committer and at the end of a training; leftovers of a crash.
 

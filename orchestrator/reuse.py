@@ -75,10 +75,18 @@ def find_finished(store: Store, unit_ids, exclude: str) -> dict[str, tuple[str, 
                      if p.endswith(".json") and not posixpath.basename(p).startswith(TMP_PREFIX)}
         for uid in sorted(wanted & names):
             m = UnitMarker.load(store, campaign, uid)
-            if m.status in FINISHED:
+            if m.status in FINISHED and artifacts_kept(store, m):
                 found[uid] = (campaign, m)
                 wanted.discard(uid)
     return found
+
+
+def artifacts_kept(store: Store, marker: UnitMarker) -> bool:
+    """Whether a finished unit's artifacts are still in the store: a dense run's weights and a
+    trajectory's per-level masks are what the units after it load, and ``lth gc`` removes them
+    once no unfinished unit needs them. A unit without them is trained again, not served
+    (branch units save none)."""
+    return marker.stage == "branch" or store.exists(paths.artifacts_dir(marker.unit_id))
 
 
 class TableCache(dict):

@@ -102,6 +102,21 @@ def test_dry_run_then_gc_then_rerun_trains_nothing(ran):
     assert "dense 0 ran/1 skipped, trajectory 0 ran/1 skipped, branch 0 ran/1 skipped" in again.output
     assert rows(st) == before
 
+    # a later campaign with a's cells: a unit whose artifacts gc removed (the trajectory's masks,
+    # which the branch after it loads) is trained again, not served; the others are served
+    c = spec.parent / "c.yaml"
+    c.write_text(CAMPAIGN.format(name="c", rate=0.5))
+    later = CliRunner().invoke(main, ["run", str(c), "--store", str(store), "--no-report"])
+    assert later.exit_code == 0, later.output
+    assert "dense 0 ran/0 skipped/1 reused, trajectory 1 ran/0 skipped" in later.output, later.output
+    results = {"levels": "trial_id, unit_id, level, reset, density, best_test_accuracy, final_test_accuracy",
+               "metrics": "trial_id, unit_id, level, reset, epoch, split, loss, accuracy",
+               "masks": "trial_id, unit_id, level, layer, kind, kept, travel_kept"}
+    con = connect(st)
+    for table, cols in results.items():  # the retrained trajectory computed what a's did, bit for bit
+        got = [sorted(con.sql(f"SELECT {cols} FROM {table} WHERE campaign = '{name}'").fetchall()) for name in "ac"]
+        assert got[0] == got[1] and got[0], table
+
 
 def test_tune_directories_name_their_campaign_exactly():
     # campaign names may contain '-', so "a-dense"'s directories must not be taken for "a"'s
