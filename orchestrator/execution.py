@@ -254,14 +254,16 @@ def run_plan(
         before = dict(committer.refresh(full=True))
         # units finished in the store (another campaign, or this one for fewer cells) are served, not trained
         served = serve_finished(store, plan, before)
+        # a full marker read costs a GET per unit on an object store: only when serving changed markers
+        markers = dict(committer.refresh(full=True)) if served.reused or served.extended else before
         # units with more levels than a finished unit of their lineage continue it (issue 14)
-        summary.continued = len(continue_all(store, plan, dict(committer.refresh(full=True))))
+        summary.continued = len(continue_all(store, plan, markers))
         # cells an extension replaced by longer schedules: their rows go once their units were continued
         superseded = store.get_json(paths.superseded(plan.campaign))
         if superseded:
             committer.drop_cells(superseded)
             store.delete(paths.superseded(plan.campaign))
-        current = dict(committer.refresh(full=True)) if served.reused or served.extended or summary.continued else before
+        current = dict(committer.refresh(full=True)) if summary.continued else markers
         unfinished = [u for u in all_units if not current[u.unit_id].finished]
         if unfinished:  # Ray only when something is left to train (a campaign served from the store needs none)
             started = connect(address)
